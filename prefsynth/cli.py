@@ -1,0 +1,128 @@
+"""The `prefsynth` command: a thin layer over the Python API."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prefsynth.config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build multilingual preference datasets.")
+fixtures_app = typer.Typer(no_args_is_help=True, help="Offline toy models for demos and tests.")
+app.add_typer(fixtures_app, name="fixtures")
+console = Console(stderr=True)
+out = Console()
+
+
+def _load(config: Path):
+    from prefsynth.pipeline import Pipeline
+
+    try:
+        return Pipeline.from_yaml(config)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        raise typer.Exit(2)
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="Pipeline YAML file.")) -> None:
+    """Check a pipeline config (fields, model paths, languages) without loading any model."""
+    pipeline = _load(config)
+    cfg = pipeline.config
+    out.print(
+        f"{config}: ok — {len(cfg.sources)} source(s), {len(cfg.generators)} generator(s), "
+        f"{len(cfg.judges)} judge(s), {len(cfg.filters)} filter(s), selector {cfg.selector.method}"
+    )
+
+
+@app.command()
+def build(
+    config: Path = typer.Argument(..., help="Pipeline YAML file."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N prompts."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Build (or resume) a preference dataset. Rerunning the same command skips finished shards."""
+    from prefsynth.executor import StageFailed
+    from prefsynth.prompts import PromptSourceError
+
+    pipeline = _load(config)
+    run_dir = run_dir or Path("runs") / pipeline.config.name
+    try:
+        result = pipeline.run(run_dir, limit=limit, progress=not quiet)
+    except (StageFailed, PromptSourceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(1)
+    print_summary(result)
+
+
+def print_summary(result) -> None:
+    table = Table(title=f"prefsynth build: {result.run_dir}")
+    for column in ("stage", "shards computed/total", "rows", "rejected (reason: count)", "wall s"):
+        table.add_column(column)
+    for stage in result.stages:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stage.rejects.items())) or "-"
+        table.add_row(stage.name, f"{stage.computed}/{stage.shards}", str(stage.rows), reasons, f"{stage.wall_s:.1f}")
+    out.print(table)
+    pairs = result.pairs().num_rows
+    out.print(f"{pairs} pairs -> {result.dataset_dir / 'data' / 'pairs'}  (total {result.wall_s:.1f} s)")
+
+
+@app.command()
+def inspect(run_dir: Path = typer.Argument(..., help="Run directory."), rows: int = typer.Option(3, help="Pairs to show.")) -> None:
+    """Show a run's stages, counts and a few pairs."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    table = Table(title=f"{manifest.get('pipeline')} ({run_dir})")
+    for column in ("stage", "rows", "rejected", "wall s"):
+        table.add_column(column)
+    for stage in manifest.get("summary", []):
+        table.add_row(stage["name"], str(stage["rows"]), str(sum(stage["rejects"].values())), f"{stage['wall_s']:.1f}")
+    out.print(table)
+    pairs = pq.read_table(run_dir / "dataset" / "data" / "pairs").to_pylist()[:rows]
+    for pair in pairs:
+        out.print(f"[bold]{pair['language']}[/bold] {pair['prompt'][-1]['content']}")
+        out.print(f"  chosen ({pair['chosen_score']:.3f}): {pair['chosen'][0]['content'][:160]}")
+        out.print(f"  rejected ({pair['rejected_score']:.3f}): {pair['rejected'][0]['content'][:160]}")
+
+
+@app.command()
+def langs() -> None:
+    """List the language registry."""
+    from prefsynth import langs as registry
+
+    table = Table(title="prefsynth languages")
+    for column in ("code", "name", "native", "script", "fastText", "FLORES-200", "XLM-R", "dir", "resource"):
+        table.add_column(column)
+    for lang in registry.load().values():
+        table.add_row(lang.code, lang.name, lang.native_name, lang.script, lang.fasttext, lang.flores200,
+                      "yes" if lang.xlmr else "no", lang.direction, lang.resource_level)
+    out.print(table)
+
+
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print the pipeline config reference (every option, its default and meaning) as Markdown."""
+    from prefsynth.docs import config_reference_markdown
+
+    print(config_reference_markdown())
+
+
+@fixtures_app.command("tiny-models")
+def tiny_models(directory: Path = typer.Argument(..., help="Where to write tiny-chat/ and tiny-reward/.")) -> None:
+    """Build the tiny chat model, reward model and tokenizer (about a minute on a CPU)."""
+    from prefsynth.fixtures import build_tiny_models
+
+    for name, path in build_tiny_models(directory).items():
+        out.print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,295 @@
+"""Pipeline configuration: pydantic models for the YAML file, with errors that name field and line.
+
+Every option's default is written here, where it is defined; the README's config reference is
+generated from these models (`prefsynth config-reference`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from prefsynth import langs, models
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    return (info.context or {}).get("base_dir")
+
+
+def _check_language(code: str | None) -> str | None:
+    if code is not None and code not in langs.codes():
+        raise ValueError(f"language {code!r} is not in the registry (see `prefsynth langs`)")
+    return code
+
+
+class Columns(Strict):
+    """Which source columns hold what. Set a field to null to ignore that column."""
+
+    prompt: str | None = Field("prompt", description="Plain-text prompt (a user message).")
+    messages: str | None = Field(
+        None, description="Chat messages [{role, content}, ...] (list or JSON string); wins over `prompt`."
+    )
+    language: str | None = Field("language", description="Per-row language code (registry code).")
+    id: str | None = Field("id", description="The source's own id, kept as `source_id`.")
+    system: str | None = Field(None, description="Per-row system prompt.")
+
+
+class Source(Strict):
+    """A prompt source: a JSONL/Parquet/CSV file, or a Hugging Face dataset (name or local path)."""
+
+    path: str | None = Field(None, description="File path, relative to the config file.")
+    dataset: str | None = Field(None, description="Hugging Face dataset name or local dataset folder.")
+    subset: str | None = Field(None, description="Dataset configuration name.")
+    split: str = Field("train", description="Dataset split.")
+    format: Literal["auto", "jsonl", "parquet", "csv"] = Field(
+        "auto", description="File format; auto uses the extension (.jsonl/.json, .parquet, .csv)."
+    )
+    columns: Columns = Field(default_factory=Columns)
+    language: str | None = Field(None, description="Language of rows that have none.")
+    system_prompt: str | None = Field(None, description="System prompt for rows that have none.")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="error: stop naming file and row; skip: record the row in rejects."
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "Source":
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of `path` or `dataset`")
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        base = _base_dir(info)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.exists():
+            raise ValueError(f"file {str(path)!r} does not exist")
+        return str(path.resolve())
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        base = _base_dir(info)
+        local = Path(value).expanduser()
+        if not local.is_absolute() and base is not None:
+            local = base / local
+        return str(local.resolve()) if local.exists() else value
+
+    _language = field_validator("language")(classmethod(lambda cls, v: _check_language(v)))
+
+
+class Engine(Strict):
+    """vLLM engine settings shared by generators and judges."""
+
+    max_model_len: int | None = Field(None, gt=0, description="Context length; null: the model's.")
+    dtype: str = Field("auto", description="Weights/activations dtype (auto, bfloat16, float16, float32).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1,
+        description="Fraction of accelerator memory for vLLM; on CPU, of RAM. null: 0.9 on GPU, 0.2 on CPU.",
+    )
+    kv_cache_gib: int | None = Field(
+        None, gt=0, description="CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE). null: 1 GiB."
+    )
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_num_seqs: int | None = Field(None, gt=0, description="Concurrent sequences; null: vLLM's default.")
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs (faster start, slower decode).")
+    trust_remote_code: bool = False
+
+
+class ModelRef(Strict):
+    """A model reference."""
+
+    model: str = Field(description="Hub id (org/name), local folder, or fixture:NAME (offline toy models).")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str, info: ValidationInfo) -> str:
+        return models.check_ref(value, _base_dir(info))
+
+
+class Generator(ModelRef):
+    """A vLLM generator: samples `n` candidates per prompt through the model's chat template."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique name; names the stage folder.")
+    strategy: Literal["in_language"] = Field(
+        "in_language", description="How prompts reach the model: in_language sends them as they are."
+    )
+    n: int = Field(4, ge=1, description="Candidates per prompt.")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1, description="Maximum new tokens per candidate.")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+    ignore_eos: bool = Field(False, description="Generate exactly max_tokens (benchmarks).")
+    seed: int | None = Field(None, description="Sampling seed; null: the pipeline's seed.")
+    engine: Engine = Field(default_factory=Engine)
+
+
+class RewardModelJudge(ModelRef):
+    """A sequence-classification reward model (num_labels=1); adds `{name}_score_raw` (raw logit)."""
+
+    type: Literal["reward_model"]
+    name: str = Field("rm", pattern=r"^[A-Za-z0-9_]+$", description="Column prefix and stage name.")
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="vllm: pooling runner; transformers: for models vLLM cannot load."
+    )
+    batch_size: int = Field(64, ge=1, description="Sequences per forward pass (transformers backend).")
+    device: str = Field("auto", description="transformers backend: auto, cpu, cuda, cuda:1, ...")
+    engine: Engine = Field(default_factory=Engine)
+
+    @property
+    def score_column(self) -> str:
+        return f"{self.name}_score_raw"
+
+
+Judge = Annotated[Union[RewardModelJudge], Field(discriminator="type")]
+
+
+class FinishReasonFilter(Strict):
+    """Drop candidates whose generation ended for one of `drop` (length = hit max_tokens)."""
+
+    type: Literal["finish_reason"]
+    drop: list[Literal["length", "stop", "abort"]] = Field(default_factory=lambda: ["length"])
+
+
+class LengthFilter(Strict):
+    """Drop candidates whose stripped text is shorter or longer than the bounds (characters)."""
+
+    type: Literal["length"]
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, ge=1)
+
+
+Filter = Annotated[Union[FinishReasonFilter, LengthFilter], Field(discriminator="type")]
+
+
+class Selector(Strict):
+    """How scored candidates become pairs. Full selectors (mu_sigma, margin, rso, ampo) come later."""
+
+    method: Literal["best_worst"] = Field("best_worst", description="chosen = highest, rejected = lowest score.")
+    score: str | None = Field(None, description="Score column; null: the first judge's score column.")
+    min_margin: float = Field(
+        0.0, ge=0, description="Prompts whose best-worst margin is <= this are dropped (0: ties only)."
+    )
+
+
+class Export(Strict):
+    """How the dataset is written under RUN/dataset/."""
+
+    rows_per_file: int = Field(50_000, ge=1, description="Rows per Parquet file in dataset/data/pairs/.")
+
+
+class PipelineConfig(Strict):
+    """A prefsynth pipeline: sources -> generators -> judges -> filters -> selector -> export."""
+
+    name: str = Field(description="Pipeline name (recorded in the manifest and dataset).")
+    seed: int = Field(0, description="Default seed for every stage.")
+    shard_size: int = Field(64, ge=1, description="Prompts per shard: the unit of resume and progress.")
+    sources: list[Source] = Field(min_length=1)
+    generators: list[Generator] = Field(min_length=1)
+    judges: list[Judge] = Field(min_length=1, description="At least one judge gives the selector a score.")
+    filters: list[Filter] = Field(default_factory=list)
+    selector: Selector = Field(default_factory=Selector)
+    export: Export = Field(default_factory=Export)
+
+    @model_validator(mode="after")
+    def _names_and_score(self) -> "PipelineConfig":
+        for kind, items in (("generator", self.generators), ("judge", self.judges)):
+            names = [item.name for item in items]
+            duplicated = sorted({n for n in names if names.count(n) > 1})
+            if duplicated:
+                raise ValueError(f"{kind} names must be unique; repeated: {duplicated}")
+        columns = [judge.score_column for judge in self.judges]
+        if self.selector.score is None:
+            self.selector.score = columns[0]
+        elif self.selector.score not in columns:
+            raise ValueError(f"selector.score {self.selector.score!r} is not a judge column; have {columns}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading with errors that point at the field and its line.
+
+
+class ConfigError(ValueError):
+    """Every problem of a config file, each with its field path and line."""
+
+    def __init__(self, source: str, problems: list[tuple[str, int | None, str]]):
+        self.source, self.problems = source, problems
+        lines = [f"{source}: {len(problems)} error(s)"]
+        for field, line, message in problems:
+            where = f"line {line}, " if line else ""
+            lines.append(f"  {where}{field or '<root>'}: {message}")
+        super().__init__("\n".join(lines))
+
+
+def _yaml_line(root: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the deepest YAML node reached by a pydantic error location."""
+    node, line = root, (root.start_mark.line + 1) if root is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == key), None)
+            if match is None:
+                break
+            node = match[1]
+            line = match[0].start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            continue  # discriminator tags such as 'reward_model' are not YAML keys
+    return line
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for key in loc:
+        if isinstance(key, int):
+            path += f"[{key}]"
+        else:
+            path += ("." if path else "") + str(key)
+    return path
+
+
+def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", yaml_root=None) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            loc = tuple(item["loc"])
+            # pydantic puts the union member tag in loc; drop it from the user-facing path.
+            shown = tuple(k for k in loc if not (isinstance(k, str) and k in {"reward_model", "finish_reason", "length"}))
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown option"
+            problems.append((_field_path(shown), _yaml_line(yaml_root, loc), message))
+        raise ConfigError(source, problems) from None
+
+
+def load(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; raises ConfigError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [("", None, "file not found")])
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise ConfigError(str(path), [("", mark.line + 1 if mark else None, f"invalid YAML: {error}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [("", 1, "the file must be a YAML mapping")])
+    return parse(data, base_dir=path.resolve().parent, source=str(path), yaml_root=root)

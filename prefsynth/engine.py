@@ -1,0 +1,49 @@
+"""Build a vLLM engine from an `Engine` config, with CPU-aware defaults.
+
+Kept to engine construction only: batching and scheduling are vLLM's job.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefsynth import models
+from prefsynth.config import Engine
+
+CPU_MEMORY_FRACTION = 0.2  # vLLM's 0.92 default reserves nearly all RAM on a CPU machine
+CPU_KV_CACHE_GIB = 1
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def make_llm(model: str, engine: Engine, *, seed: int, runner: str | None = None) -> Any:
+    cpu = on_cpu()
+    if cpu:
+        # Read by vLLM's CPU worker when it starts: set before building the engine.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(engine.kv_cache_gib or CPU_KV_CACHE_GIB)
+    from vllm import LLM
+
+    kwargs: dict[str, Any] = dict(
+        model=models.materialize(model),
+        seed=seed,
+        dtype=engine.dtype,
+        tensor_parallel_size=engine.tensor_parallel_size,
+        trust_remote_code=engine.trust_remote_code,
+        enforce_eager=engine.enforce_eager,
+        gpu_memory_utilization=engine.gpu_memory_utilization or (CPU_MEMORY_FRACTION if cpu else 0.9),
+    )
+    if engine.max_model_len is not None:
+        kwargs["max_model_len"] = engine.max_model_len
+    if engine.max_num_seqs is not None:
+        kwargs["max_num_seqs"] = engine.max_num_seqs
+    if runner is not None:
+        kwargs["runner"] = runner
+    return LLM(**kwargs)
+
+
+def max_model_len(llm: Any) -> int:
+    return llm.llm_engine.model_config.max_model_len

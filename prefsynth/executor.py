@@ -1,0 +1,124 @@
+"""The local executor: runs each stage's pending shards on this machine, in order.
+
+CPU stages run in this process. Stages that hold a model run in a worker process
+(`python -m prefsynth.worker`) that loads the model once, processes every pending shard, and
+exits, so memory is returned before the next model loads. Executors know how to move shards,
+not what a stage computes.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from prefsynth.runs import RunDir, write_json_atomic
+from prefsynth.stages import Op, ShardInput, op_from_spec
+
+PROMPTS_STAGE = "prompts"
+
+
+@dataclass
+class StagePlan:
+    name: str  # folder name in the run directory
+    op: Op
+    inputs: list[str]  # upstream stages whose shard k is concatenated as this stage's input
+    context: dict[str, str] = field(default_factory=dict)  # extra upstream tables, by key
+    hash: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "op": self.op.spec(), "inputs": self.inputs, "context": self.context, "hash": self.hash}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StagePlan":
+        return cls(data["name"], op_from_spec(data["op"]), data["inputs"], data["context"], data["hash"])
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def read_input(run: RunDir, plan: StagePlan, shard: int) -> ShardInput:
+    prompts = run.stage(PROMPTS_STAGE).read_shard(shard)
+    tables = [run.stage(name).read_shard(shard) for name in plan.inputs]
+    table = pa.concat_tables(tables, promote_options="default") if tables else None
+    context = {key: run.stage(name).read_shard(shard) for key, name in plan.context.items()}
+    return ShardInput(shard, prompts, table, context)
+
+
+def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True) -> None:
+    """Map the op over shards, writing each output atomically as soon as it is done."""
+    stage = run.stage(plan.name)
+    prompts = run.stage(PROMPTS_STAGE)
+    total = sum(pq.read_metadata(prompts.shard_path(s)).num_rows for s in shards)
+    started, tokens = time.perf_counter(), 0.0
+    with tqdm(total=total, desc=plan.name, unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
+        for shard in shards:
+            inputs = read_input(run, plan, shard)
+            t0 = time.perf_counter()
+            output = plan.op.process(resource, inputs)
+            stage.write_shard(shard, output.table, output.rejects, wall_s=f"{time.perf_counter() - t0:.3f}")
+            tokens += output.stats.get("output_tokens", 0)
+            bar.update(inputs.prompts.num_rows)
+            if tokens:
+                bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the build process dies, so no orphan holds a model."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    def run_stage(self, run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
+        """Process the shards of `plan` that are not on disk yet; return those it processed."""
+        stage = run.stage(plan.name)
+        pending = [s for s in shards if not stage.has_shard(s)]
+        if not pending:
+            return []
+        if plan.op.uses_model:
+            self._run_worker(run, plan, pending)
+        else:
+            process_shards(run, plan, pending, None, progress=self.progress)
+        return pending
+
+    def _run_worker(self, run: RunDir, plan: StagePlan, pending: list[int]) -> None:
+        spec_path = run.stage(plan.name).path / "_worker.json"
+        write_json_atomic(spec_path, {"run_dir": str(run.path), "plan": plan.to_json(), "shards": pending, "progress": self.progress})
+        env = dict(os.environ)
+        env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        result = subprocess.run(
+            [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent
+        )
+        if result.returncode != 0:
+            done = sum(run.stage(plan.name).has_shard(s) for s in pending)
+            raise StageFailed(
+                f"stage {plan.name}: worker exited with code {result.returncode} after {done}/{len(pending)} "
+                f"pending shards; finished shards are kept, rerun the same command to resume"
+            )
+
+
+def worker_main(spec_path: str) -> None:
+    spec = json.loads(open(spec_path).read())
+    plan = StagePlan.from_json(spec["plan"])
+    run = RunDir(spec["run_dir"])
+    resource = plan.op.load()
+    process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])

@@ -1,0 +1,1 @@
+"""Export: the selected pairs as a TRL-ready Parquet dataset with provenance."""

@@ -1,0 +1,1 @@
+"""Filters mark candidates `keep`/`reason`; they never delete rows."""

@@ -1,0 +1,62 @@
+"""The filter stage: every configured rule, vectorised with pyarrow; the first failing rule's reason
+is recorded. A candidate without the selector's score is also marked (missing_score:COLUMN)."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import TypeAdapter
+
+from prefsynth.config import FinishReasonFilter, Filter, LengthFilter
+from prefsynth.stages import Op, ShardInput, ShardOutput
+
+_FILTERS = TypeAdapter(list[Filter])
+
+
+def failures(rule, table: pa.Table) -> tuple[pa.Array, str | pa.Array]:
+    """(mask of failing rows, reason) for one rule."""
+    if isinstance(rule, FinishReasonFilter):
+        mask = pc.is_in(table["finish_reason"], value_set=pa.array(rule.drop, pa.string()))
+        return mask, pc.binary_join_element_wise("finish_reason:", table["finish_reason"], "")
+    if isinstance(rule, LengthFilter):
+        chars = pc.utf8_length(pc.utf8_trim_whitespace(table["text"]))
+        short = pc.less(chars, rule.min_chars)
+        if rule.max_chars is None:
+            return short, f"too_short:<{rule.min_chars}_chars"
+        long_ = pc.greater(chars, rule.max_chars)
+        reason = pc.if_else(short, f"too_short:<{rule.min_chars}_chars", f"too_long:>{rule.max_chars}_chars")
+        return pc.or_(short, long_), reason
+    raise TypeError(f"unknown filter {rule!r}")
+
+
+def apply_filters(table: pa.Table, rules: list, score_column: str) -> pa.Table:
+    """Add (or overwrite) `keep` and `reason` columns."""
+    reason = pa.nulls(table.num_rows, pa.string())
+    checks = [(pc.is_null(table[score_column]), f"missing_score:{score_column}")]
+    checks += [failures(rule, table) for rule in rules]
+    for mask, why in checks:
+        mask = pc.fill_null(mask, False)
+        # Keep the first failing rule's reason.
+        reason = pc.if_else(pc.and_(mask, pc.is_null(reason)), why, reason)
+    for name in ("keep", "reason"):
+        if name in table.column_names:
+            table = table.drop_columns(name)
+    keep = pc.is_null(reason)
+    return table.append_column("keep", keep).append_column("reason", reason.cast(pa.string()))
+
+
+class FilterCandidates(Op):
+    unit = "candidates"
+
+    def __init__(self, rules: list, score_column: str):
+        self.rules, self.score_column = list(rules), score_column
+
+    def config(self) -> dict:
+        return {"filters": [rule.model_dump(mode="json") for rule in self.rules], "score_column": self.score_column}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FilterCandidates":
+        return cls(_FILTERS.validate_python(config["filters"]), config["score_column"])
+
+    def process(self, resource, shard: ShardInput) -> ShardOutput:
+        table = apply_filters(shard.table, self.rules, self.score_column)
+        return ShardOutput(table, None, {"kept": int(pc.sum(table["keep"]).as_py() or 0)})

@@ -1,0 +1,1 @@
+"""Generate: sample N candidate responses per prompt with vLLM."""

@@ -1,0 +1,1 @@
+"""Judges add score columns to the candidates table; they never remove rows."""

@@ -1,0 +1,215 @@
+"""`Pipeline`: plan the stages of a config, run them with resume, and return the dataset.
+
+The CLI is a thin layer over this. Stage folders in the run directory:
+prompts -> generate.<name> (one per generator) -> judge.<name> (chained) -> filter -> select -> export,
+then dataset/ is written from export's shards.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from prefsynth import config as config_mod
+from prefsynth import schemas
+from prefsynth.config import PipelineConfig
+from prefsynth.executor import PROMPTS_STAGE, LocalExecutor, StagePlan
+from prefsynth.export.pairs import ExportPairs, write_dataset
+from prefsynth.filter.rules import FilterCandidates
+from prefsynth.generate.vllm_generate import Generate
+from prefsynth.judge.reward import RewardModelScore
+from prefsynth.prompts import load_prompts
+from prefsynth.runs import RunDir, package_versions, stable_hash, write_parquet_atomic
+from prefsynth.select.best_worst import SelectPairs
+
+SOURCE_REJECTS = "rejects-sources.parquet"
+
+
+def _fingerprint(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class StageSummary:
+    name: str
+    shards: int
+    computed: int  # shards computed by this build (the rest were reused)
+    rows: int
+    rejects: dict[str, int]
+    wall_s: float  # this build
+
+
+@dataclass
+class BuildResult:
+    run_dir: Path
+    stages: list[StageSummary] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.run_dir / "dataset"
+
+    def pairs(self) -> pa.Table:
+        return pq.read_table(self.dataset_dir / "data" / "pairs")
+
+    def rejects(self) -> pa.Table:
+        return pq.read_table(self.dataset_dir / "rejects.parquet")
+
+    def to_pandas(self):
+        return self.pairs().to_pandas()
+
+    def to_dataset(self):
+        import datasets
+
+        files = sorted(str(p) for p in (self.dataset_dir / "data" / "pairs").glob("*.parquet"))
+        return datasets.load_dataset("parquet", data_files={"train": files}, split="train")
+
+
+class Pipeline:
+    """A validated pipeline config, ready to build.
+
+    >>> pipeline = Pipeline.from_yaml("pipelines/demo.yaml")
+    >>> result = pipeline.run("runs/demo")
+    >>> result.to_pandas().head()
+    """
+
+    def __init__(self, config: PipelineConfig | dict, *, base_dir: str | Path | None = None):
+        if isinstance(config, dict):
+            config = config_mod.parse(config, base_dir=Path(base_dir) if base_dir else Path.cwd())
+        self.config = config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Pipeline":
+        return cls(config_mod.load(path))
+
+    # ------------------------------------------------------------------ planning
+    def prompts_hash(self, limit: int | None) -> str:
+        sources = []
+        for source in self.config.sources:
+            entry = source.model_dump(mode="json")
+            if source.path:
+                entry["content_sha256"] = _fingerprint(source.path)
+            sources.append(entry)
+        return stable_hash({"stage": PROMPTS_STAGE, "sources": sources, "limit": limit, "shard_size": self.config.shard_size})
+
+    def plan(self, limit: int | None = None) -> list[StagePlan]:
+        cfg = self.config
+        hashes = {PROMPTS_STAGE: self.prompts_hash(limit)}
+        plans: list[StagePlan] = []
+
+        def add(plan: StagePlan) -> None:
+            upstream = [hashes[PROMPTS_STAGE]] + [hashes[n] for n in plan.inputs + list(plan.context.values())]
+            plan.hash = stable_hash({"name": plan.name, "op": plan.op.spec(), "upstream": upstream})
+            hashes[plan.name] = plan.hash
+            plans.append(plan)
+
+        generators = []
+        for generator in cfg.generators:
+            add(StagePlan(f"generate.{generator.name}", Generate(generator, cfg.seed), []))
+            generators.append(f"generate.{generator.name}")
+        previous = generators
+        for judge in cfg.judges:
+            add(StagePlan(f"judge.{judge.name}", RewardModelScore(judge, cfg.seed), previous))
+            previous = [f"judge.{judge.name}"]
+        add(StagePlan("filter", FilterCandidates(cfg.filters, cfg.selector.score), previous))
+        add(StagePlan("select", SelectPairs(cfg.selector), ["filter"]))
+        add(StagePlan("export", ExportPairs(cfg.export, cfg.selector.score), ["select"], {"candidates": "filter"}))
+        return plans
+
+    # ------------------------------------------------------------------ running
+    def run(self, run_dir: str | Path, *, limit: int | None = None, progress: bool = True, executor: Any = None) -> BuildResult:
+        """Build (or resume) into `run_dir`. Finished shards are reused; a stage whose config or
+        upstream changed is recomputed."""
+        started = time.perf_counter()
+        executor = executor or LocalExecutor(progress=progress)
+        run = RunDir(run_dir)
+        plans = self.plan(limit)
+        prompts_hash = self.prompts_hash(limit)
+        run.write_manifest(
+            pipeline=self.config.name,
+            config=self.config.model_dump(mode="json"),
+            limit=limit,
+            stages={PROMPTS_STAGE: prompts_hash} | {p.name: p.hash for p in plans},
+            seeds={"pipeline": self.config.seed} | {p.name: p.op.seed for p in plans if hasattr(p.op, "seed")},
+            versions=package_versions(),
+            executor=executor.name,
+            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        result = BuildResult(run.path)
+        t0 = time.perf_counter()
+        computed = self._prompts(run, prompts_hash, limit)
+        shards = run.stage(PROMPTS_STAGE).shards()
+        result.stages.append(self._summary(run, PROMPTS_STAGE, shards, len(shards) if computed else 0, time.perf_counter() - t0))
+        export_changed = False
+        for plan in plans:
+            t0 = time.perf_counter()
+            stage = run.stage(plan.name)
+            stage.prepare(plan.hash, plan.op.config())
+            done = [] if stage.is_complete(plan.hash) else executor.run_stage(run, plan, shards)
+            stage.add_wall_time(time.perf_counter() - t0)
+            stage.mark("complete", shards=len(shards))
+            export_changed |= plan.name == "export" and bool(done)
+            result.stages.append(self._summary(run, plan.name, shards, len(done), time.perf_counter() - t0))
+        export = plans[-1]
+        marker = {"export_hash": export.hash}
+        current = run.dataset_path / "_dataset.json"
+        if export_changed or not current.exists() or stable_hash(marker) != stable_hash(_read_marker(current)):
+            rejects = sorted(p for name in [PROMPTS_STAGE] + [pl.name for pl in plans] for p in run.stage(name).rejects())
+            write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker)
+        result.wall_s = time.perf_counter() - started
+        run.write_manifest(
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            summary=[s.__dict__ for s in result.stages],
+        )
+        return result
+
+    def _prompts(self, run: RunDir, prompts_hash: str, limit: int | None) -> bool:
+        stage = run.stage(PROMPTS_STAGE)
+        stage.prepare(prompts_hash, {"limit": limit})
+        if stage.is_complete(prompts_hash):
+            return False
+        t0 = time.perf_counter()
+        prompts, rejects = load_prompts(self.config.sources, limit)
+        size = self.config.shard_size
+        if rejects.num_rows:
+            write_parquet_atomic(rejects, stage.path / SOURCE_REJECTS)
+        for shard, start in enumerate(range(0, prompts.num_rows, size)):
+            stage.write_shard(shard, prompts.slice(start, size))
+        stage.add_wall_time(time.perf_counter() - t0)
+        stage.mark("complete", prompts=prompts.num_rows)
+        return True
+
+    @staticmethod
+    def _summary(run: RunDir, name: str, shards: list[int], computed: int, wall_s: float) -> StageSummary:
+        stage = run.stage(name)
+        rows = sum(pq.read_metadata(stage.shard_path(s)).num_rows for s in shards if stage.has_shard(s))
+        reasons: dict[str, int] = {}
+        for path in stage.rejects():
+            for value in pq.read_table(path, columns=["reason"])["reason"].to_pylist():
+                reasons[value] = reasons.get(value, 0) + 1
+        if name == "filter" and shards:
+            table = pa.concat_tables(stage.read_shard(s).select(["keep", "reason"]) for s in shards)
+            dropped = table.filter(pc.invert(table["keep"]))["reason"].to_pylist()
+            for value in dropped:
+                reasons[value] = reasons.get(value, 0) + 1
+        return StageSummary(name, len(shards), computed, rows, reasons, round(wall_s, 3))
+
+
+def _read_marker(path: Path) -> dict:
+    import json
+
+    data = json.loads(path.read_text())
+    return {"export_hash": data.get("export_hash")}
+
+
+__all__ = ["Pipeline", "BuildResult", "StageSummary", "schemas"]

@@ -1,0 +1,134 @@
+"""Turn raw source rows into the prompts table: chat messages, language, stable id; dedupe."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pyarrow as pa
+
+from prefsynth import langs, schemas
+from prefsynth.config import Source
+from prefsynth.prompts.sources import read_rows, row_label, source_label
+
+ROLES = ("system", "user", "assistant")
+STAGE = "prompts"
+
+
+class PromptSourceError(ValueError):
+    """A bad row in a source with on_bad_row: error. Names file, row and field."""
+
+
+def prompt_id(language: str | None, messages: list[dict]) -> str:
+    """Stable id from content: the same prompt gets the same id in every run and every shard."""
+    key = json.dumps([language, [[m["role"], _squash(m["content"])] for m in messages]], ensure_ascii=False)
+    return "p" + hashlib.sha256(key.encode()).hexdigest()[:15]
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _field(row: dict, column: str | None, *, required: bool = False):
+    if column is None:
+        return None
+    if column not in row:
+        if required:
+            raise KeyError(column)
+        return None
+    return row[column]
+
+
+def _messages(row: dict, source: Source) -> list[dict]:
+    columns = source.columns
+    if columns.messages is not None:
+        value = _field(row, columns.messages, required=True)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"field {columns.messages!r}: not a JSON list of messages ({error.msg})") from None
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"field {columns.messages!r}: expected a non-empty list of messages")
+        messages = []
+        for index, message in enumerate(value):
+            if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
+                raise ValueError(f"field {columns.messages!r}[{index}]: expected {{role, content}}")
+            role, content = message["role"], message.get("content")
+            if role not in ROLES:
+                raise ValueError(f"field {columns.messages!r}[{index}].role: {role!r} is not one of {ROLES}")
+            if not isinstance(content, str) or not content.strip():
+                raise ValueError(f"field {columns.messages!r}[{index}].content: empty or not a string")
+            messages.append({"role": role, "content": content})
+        if messages[-1]["role"] != "user":
+            raise ValueError(f"field {columns.messages!r}: the last message must be from the user")
+    else:
+        if columns.prompt is None:
+            raise ValueError("source maps neither `prompt` nor `messages`")
+        value = _field(row, columns.prompt, required=True)
+        if not isinstance(value, str):
+            raise ValueError(f"field {columns.prompt!r}: expected a string, got {type(value).__name__}")
+        if not value.strip():
+            raise ValueError(f"field {columns.prompt!r}: empty prompt")
+        messages = [{"role": "user", "content": value}]
+    system = _field(row, columns.system)
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"field {columns.system!r}: expected a string, got {type(system).__name__}")
+    system = system or source.system_prompt
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def _language(row: dict, source: Source) -> str | None:
+    value = _field(row, source.columns.language)
+    if value is None or value == "":
+        return source.language
+    if not isinstance(value, str):
+        raise ValueError(f"field {source.columns.language!r}: expected a language code, got {type(value).__name__}")
+    if value not in langs.codes():
+        raise ValueError(f"field {source.columns.language!r}: language {value!r} is not in the registry")
+    return value
+
+
+def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """Read every source; return (prompts, rejects). Raises PromptSourceError on a bad row of a
+    source with on_bad_row: error. Later duplicates of a prompt are rejected, naming the first."""
+    prompts: list[dict] = []
+    rejects: list[dict] = []
+    first_seen: dict[str, str] = {}
+    for source in sources:
+        label = source_label(source)
+        for position, row, problem in read_rows(source):
+            if limit is not None and len(prompts) >= limit:
+                break
+            try:
+                if problem is not None:
+                    raise ValueError(problem)
+                messages = _messages(row, source)
+                language = _language(row, source)
+            except KeyError as missing:
+                problem = f"column {missing.args[0]!r} is missing"
+            except ValueError as error:
+                problem = str(error)
+            if problem is not None:
+                where = f"{label}: {row_label(source, position)}"
+                if source.on_bad_row == "error":
+                    raise PromptSourceError(f"{where}: {problem} (set on_bad_row: skip to record and continue)")
+                rejects.append({"stage": STAGE, "source": label, "source_row": position, "reason": "bad_row", "detail": problem})
+                continue
+            pid = prompt_id(language, messages)
+            where = f"{label}: {row_label(source, position)}"
+            if pid in first_seen:
+                rejects.append({
+                    "stage": STAGE, "prompt_id": pid, "source": label, "source_row": position,
+                    "reason": "duplicate_prompt", "detail": f"same prompt as {first_seen[pid]}",
+                })
+                continue
+            first_seen[pid] = where
+            source_id = _field(row, source.columns.id)
+            prompts.append({
+                "prompt_id": pid, "language": language, "messages": messages, "source": label,
+                "source_row": position, "source_id": None if source_id is None else str(source_id),
+            })
+    return pa.Table.from_pylist(prompts, schema=schemas.PROMPTS), schemas.rejects_table(rejects)

@@ -1,0 +1,132 @@
+"""Arrow schemas of every table prefsynth writes: the one place they are defined.
+
+Tables are nouns: prompts, candidates, pairs, rejects. One row per prompt, per candidate, per pair,
+per rejected item. Judges add columns to candidates; filters add `keep`/`reason`.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+PROMPTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),  # stable content hash, see prompts.normalize.prompt_id
+        ("language", pa.string()),  # registry code (BCP-47), null when unknown
+        ("messages", MESSAGES),  # the full conversation sent to generators, system prompt included
+        ("source", pa.string()),  # file path or dataset name
+        ("source_row", pa.int64()),  # 0-based row (line for JSONL) in the source
+        ("source_id", pa.string()),  # the source's own id column, if mapped
+    ]
+)
+
+CANDIDATES = pa.schema(
+    [
+        ("candidate_id", pa.string()),  # "{prompt_id}/{generator}/{sample_index}"
+        ("prompt_id", pa.string()),
+        ("language", pa.string()),
+        ("generator", pa.string()),  # generator name in the pipeline config
+        ("model", pa.string()),  # model reference as configured (Hub id, path or fixture:NAME)
+        ("strategy", pa.string()),  # in_language | translated | diverse
+        ("sample_index", pa.int32()),
+        ("text", pa.string()),
+        ("finish_reason", pa.string()),  # stop | length
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("temperature", pa.float64()),
+        ("top_p", pa.float64()),
+        ("max_tokens", pa.int32()),
+        ("seed", pa.int64()),
+        ("seed_scope", pa.string()),  # engine (one seed for the engine) | request (per-prompt seed)
+        ("sampling_params", pa.string()),  # JSON of every sampling parameter sent to vLLM
+    ]
+)
+
+# Columns a filter adds to candidates. keep=False rows stay in the table with their reason.
+FILTER_COLUMNS = pa.schema([("keep", pa.bool_()), ("reason", pa.string())])
+
+PAIRS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),
+        ("selector", pa.string()),
+    ]
+)
+
+# The exported dataset: TRL's conversational preference format plus provenance.
+DATASET_PAIRS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("language", pa.string()),
+        ("prompt", MESSAGES),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),
+        ("score_column", pa.string()),
+        ("selector", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("chosen_model", pa.string()),
+        ("rejected_model", pa.string()),
+        ("chosen_generator", pa.string()),
+        ("rejected_generator", pa.string()),
+        ("chosen_strategy", pa.string()),
+        ("rejected_strategy", pa.string()),
+        ("chosen_sampling_params", pa.string()),
+        ("rejected_sampling_params", pa.string()),
+        ("chosen_seed", pa.int64()),
+        ("rejected_seed", pa.int64()),
+        ("chosen_finish_reason", pa.string()),
+        ("rejected_finish_reason", pa.string()),
+        ("chosen_tokens", pa.int32()),
+        ("rejected_tokens", pa.int32()),
+        ("prompt_tokens", pa.int32()),
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+        ("source_id", pa.string()),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("prompt_id", pa.string()),
+        ("candidate_id", pa.string()),
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+        ("reason", pa.string()),  # short machine-readable reason, e.g. prompt_too_long
+        ("detail", pa.string()),  # human-readable detail
+    ]
+)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def rejects_table(rows: list[dict]) -> pa.Table:
+    """Build a rejects table from dicts; missing fields are null."""
+    return pa.Table.from_pylist(
+        [{name: row.get(name) for name in REJECTS.names} for row in rows], schema=REJECTS
+    )
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Check `table` has every column of `schema` with a castable type; return it in schema order,
+    with any extra columns (judge scores, filter flags) kept after them."""
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise ValueError(f"table is missing columns {missing} (has {table.column_names})")
+    ordered = [table.column(name).cast(schema.field(name).type) for name in schema.names]
+    extra = [name for name in table.column_names if name not in schema.names]
+    return pa.Table.from_arrays(
+        ordered + [table.column(name) for name in extra],
+        names=list(schema.names) + extra,
+    )

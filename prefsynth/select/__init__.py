@@ -1,0 +1,1 @@
+"""Selectors turn scored candidates into preference pairs (and, later, lists)."""
