@@ -182,7 +182,8 @@ class Pipeline:
         prompts, rejects = load_prompts(self.config.sources, limit)
         size = self.config.shard_size
         if rejects.num_rows:
-            write_parquet_atomic(rejects, stage.path / SOURCE_REJECTS)
+            stage.rejects_dir.mkdir(parents=True, exist_ok=True)
+            write_parquet_atomic(rejects, stage.rejects_dir / SOURCE_REJECTS)
         for shard, start in enumerate(range(0, prompts.num_rows, size)):
             stage.write_shard(shard, prompts.slice(start, size))
         stage.add_wall_time(time.perf_counter() - t0)

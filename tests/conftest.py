@@ -1,0 +1,40 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "pipelines" / "demo.yaml"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """The fixture models, built on first use into the user cache (as the demo does)."""
+    from prefsynth.fixtures import ensure_fixture
+
+    return {name: ensure_fixture(name) for name in ("tiny-chat", "tiny-reward")}
+
+
+def demo_config(**overrides) -> dict:
+    """The demo pipeline as a dict, with absolute source paths, for tests to modify."""
+    config = yaml.safe_load(DEMO.read_text())
+    for source in config["sources"]:
+        source["path"] = str((DEMO.parent / source["path"]).resolve())
+    config.update(overrides)
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def copy_demo_prompts(tmp_path):
+    target = tmp_path / "prompts.jsonl"
+    shutil.copy(DEMO.parent / "data" / "demo-prompts.jsonl", target)
+    return target
