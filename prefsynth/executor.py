@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,17 +109,42 @@ class LocalExecutor:
         result = subprocess.run(
             [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent
         )
-        if result.returncode != 0:
-            done = sum(run.stage(plan.name).has_shard(s) for s in pending)
+        done = sum(run.stage(plan.name).has_shard(s) for s in pending)
+        if result.returncode != 0 and done == len(pending):
+            print(f"warning: stage {plan.name}: worker exited with code {result.returncode} after writing "
+                  f"all {done} shards; continuing", file=sys.stderr)
+        elif result.returncode != 0:
             raise StageFailed(
                 f"stage {plan.name}: worker exited with code {result.returncode} after {done}/{len(pending)} "
                 f"pending shards; finished shards are kept, rerun the same command to resume"
             )
 
 
+def _shutdown(resource: Any) -> None:
+    """Stop a vLLM engine's core process explicitly rather than at interpreter teardown."""
+    core = getattr(getattr(resource, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        try:
+            core.shutdown()
+        except Exception:  # the shards are written; a failing shutdown must not fail the stage
+            traceback.print_exc()
+
+
 def worker_main(spec_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     plan = StagePlan.from_json(spec["plan"])
     run = RunDir(spec["run_dir"])
-    resource = plan.op.load()
-    process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
+    code, resource = 0, None
+    try:
+        resource = plan.op.load()
+        process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        _shutdown(resource)
+    # Every shard is on disk. Skip interpreter teardown: native threads of the engine and
+    # tokenizers can abort there ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -9,6 +9,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "pipelines" / "demo.yaml"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# There is no model hub here: fail fast instead of retrying the network (tests that need the
+# online behaviour unset it).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -177,3 +177,33 @@ def test_exported_dataset_trains_a_trl_dpo_step(demo_run, tiny_models, tmp_path)
     assert any(not bool((p.detach() == before[n]).all()) for n, p in model.named_parameters())
     logged = trainer.state.log_history[0]
     assert "rewards/chosen" in logged and "logps/chosen" in logged
+
+
+def test_transformers_backend_scores_like_the_vllm_backend(demo_run):
+    from prefsynth.config import RewardModelJudge
+    from prefsynth.judge.reward import RewardModelScore
+    from prefsynth.stages import ShardInput
+
+    run_dir = demo_run["run_dir"]
+    judged = pq.read_table(run_dir / "judge.rm" / "shard-00000.parquet")
+    shard = ShardInput(0, pq.read_table(run_dir / "prompts" / "shard-00000.parquet"), judged.drop_columns(["rm_score_raw"]))
+    judge = RewardModelJudge(type="reward_model", name="hf", model="fixture:tiny-reward", backend="transformers",
+                             batch_size=5, device="cpu", engine={"dtype": "float32"})
+    op = RewardModelScore(judge, seed=0)
+    output = op.process(op.load(), shard)
+    np.testing.assert_allclose(output.table["hf_score_raw"].to_numpy(), judged["rm_score_raw"].to_numpy(), atol=1e-4)
+    assert output.table.column_names[-1] == "hf_score_raw" and output.table.num_rows == judged.num_rows
+
+
+def test_a_model_that_fails_to_load_stops_the_build_with_a_clear_error(tmp_path, tiny_models):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    config = demo_config()
+    config["generators"][0]["model"] = str(broken)
+    path = write_config(tmp_path / "broken.yaml", config)
+    result = _cli("build", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--limit", "4")
+    assert result.returncode == 1
+    assert "stage generate.tiny-chat: worker exited with code" in result.stderr
+    assert "rerun the same command to resume" in result.stderr
+    assert (tmp_path / "run" / "prompts" / "shard-00000.parquet").exists()  # finished work kept

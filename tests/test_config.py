@@ -8,7 +8,8 @@ from prefsynth.config import ConfigError
 from tests.conftest import REPO, demo_config, write_config
 
 
-def test_demo_and_gpu_pipelines_validate():
+def test_demo_and_gpu_pipelines_validate(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the GPU pipeline names Hub models that are not cached here
     demo = config.load(REPO / "pipelines" / "demo.yaml")
     assert demo.selector.score == "rm_score_raw"
     assert demo.sources[0].path.endswith("pipelines/data/demo-prompts.jsonl")
@@ -73,6 +74,7 @@ def test_unknown_fixture_and_bad_model_reference():
 def test_hub_ids_are_accepted_offline_only_when_cached(monkeypatch):
     cfg = demo_config()
     cfg["generators"][0]["model"] = "some-org/some-model"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     assert config.parse(cfg).generators[0].model == "some-org/some-model"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="not in the local cache"):

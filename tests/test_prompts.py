@@ -134,3 +134,12 @@ def test_prompt_id_ignores_whitespace_layout_only(text, language):
     assert prompt_id(language, messages) != prompt_id(language, [{"role": "user", "content": text + "!"}])
     other = "de" if language != "de" else "fr"
     assert prompt_id(language, messages) != prompt_id(other, messages)
+
+
+def test_unreadable_sources_name_the_source(tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(PromptSourceError, match=rf"{broken}: cannot read source"):
+        load_prompts([Source(path=str(broken))])
+    with pytest.raises(PromptSourceError, match=r"hf:no-such-org/no-such-dataset\[train\]: cannot read source"):
+        load_prompts([Source(dataset="no-such-org/no-such-dataset")])

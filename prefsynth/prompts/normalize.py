@@ -91,6 +91,18 @@ def _language(row: dict, source: Source) -> str | None:
     return value
 
 
+def _rows_or_error(source: Source, label: str):
+    """The source's rows; a source that cannot be opened at all is an error naming it."""
+    try:
+        rows = read_rows(source)
+        first = next(rows, None)
+    except Exception as error:  # pyarrow, datasets and OS errors all mean: this source is unreadable
+        raise PromptSourceError(f"{label}: cannot read source: {type(error).__name__}: {error}") from error
+    if first is not None:
+        yield first
+        yield from rows
+
+
 def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Table, pa.Table]:
     """Read every source; return (prompts, rejects). Raises PromptSourceError on a bad row of a
     source with on_bad_row: error. Later duplicates of a prompt are rejected, naming the first."""
@@ -99,7 +111,7 @@ def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Ta
     first_seen: dict[str, str] = {}
     for source in sources:
         label = source_label(source)
-        for position, row, problem in read_rows(source):
+        for position, row, problem in _rows_or_error(source, label):
             if limit is not None and len(prompts) >= limit:
                 break
             try:
