@@ -18,6 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+from prefsynth.config import PipelineConfig  # noqa: E402  (light: no vLLM import)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -25,7 +27,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=384)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=PipelineConfig.model_fields["shard_size"].default)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-model-len", type=int, default=512)
     args = parser.parse_args()
@@ -47,7 +49,7 @@ def main() -> None:
         messages = [{"role": "user", "content": record["prompt"] + ("" if i < len(corpus) else f" ({i})")}]
         rows.append({"prompt_id": prompt_id(record["language"], messages), "language": record["language"],
                      "messages": messages, "source": "bench", "source_row": i, "source_id": None})
-    prompts = pa.Table.from_pylist(rows, schema=schemas.PROMPTS)
+    prompts = schemas.from_rows(rows, schemas.PROMPTS)
     conversations = [r["messages"] for r in rows]
 
     generator = Generator(name="bench", model=args.model, n=args.n, temperature=1.0, max_tokens=args.max_tokens,

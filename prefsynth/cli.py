@@ -68,6 +68,16 @@ def print_summary(result) -> None:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stage.rejects.items())) or "-"
         table.add_row(stage.name, f"{stage.computed}/{stage.shards}", str(stage.rows), reasons, f"{stage.wall_s:.1f}")
     out.print(table)
+    if result.coverage is not None and len(result.coverage):
+        languages = Table(title="coverage per language")
+        for column in result.coverage.columns:
+            languages.add_column(column)
+        for row in result.coverage.itertuples(index=False):
+            languages.add_row(*map(str, row))
+        out.print(languages)
+    if result.diversity:
+        out.print("diversity (mean pairwise embedding distance per prompt): "
+                  + ", ".join(f"{k}: {v:.3f}" for k, v in result.diversity.items()))
     pairs = result.pairs().num_rows
     out.print(f"{pairs} pairs -> {result.dataset_dir / 'data' / 'pairs'}  (total {result.wall_s:.1f} s)")
 
@@ -108,11 +118,16 @@ def langs() -> None:
 
 
 @app.command("config-reference")
-def config_reference() -> None:
+def config_reference(
+    update: Optional[Path] = typer.Option(None, "--update", help="Rewrite the generated section of this README."),
+) -> None:
     """Print the pipeline config reference (every option, its default and meaning) as Markdown."""
-    from prefsynth.docs import config_reference_markdown
+    from prefsynth.docs import config_reference_markdown, update_readme
 
-    print(config_reference_markdown())
+    if update is not None:
+        update_readme(update)
+    else:
+        print(config_reference_markdown())
 
 
 @fixtures_app.command("tiny-models")

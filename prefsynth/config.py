@@ -123,9 +123,13 @@ class Generator(ModelRef):
     """A vLLM generator: samples `n` candidates per prompt through the model's chat template."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique name; names the stage folder.")
-    strategy: Literal["in_language"] = Field(
-        "in_language", description="How prompts reach the model: in_language sends them as they are."
+    strategy: Literal["in_language", "translate_completions", "diverse"] = Field(
+        "in_language",
+        description="in_language: prompts as they are; translate_completions: translated prompts are answered "
+        "in their source language and the answers translated (needs `translator`); diverse: one request asks for "
+        "n deliberately different answers (JSON-constrained), falling back to plain sampling with a recorded note.",
     )
+    translator: "Translator | None" = Field(None, description="For translate_completions: the model translating answers.")
     n: int = Field(4, ge=1, description="Candidates per prompt.")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -133,7 +137,26 @@ class Generator(ModelRef):
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
     ignore_eos: bool = Field(False, description="Generate exactly max_tokens (benchmarks).")
     seed: int | None = Field(None, description="Sampling seed; null: the pipeline's seed.")
+    languages: list[str] | None = Field(
+        None, description="Only prompts in these languages go to this generator (per-language routing); null: all."
+    )
+    system_prompt: Literal["keep", "registry"] = Field(
+        "keep", description="registry: prompts without a system message get their language's registry system prompt."
+    )
     engine: Engine = Field(default_factory=Engine)
+
+    @field_validator("languages")
+    @classmethod
+    def _routing(cls, value: list[str] | None) -> list[str] | None:
+        for code in value or []:
+            _check_language(code)
+        return value
+
+    @model_validator(mode="after")
+    def _translator(self) -> "Generator":
+        if (self.strategy == "translate_completions") != (self.translator is not None):
+            raise ValueError("`translator` is required by strategy translate_completions and refused otherwise")
+        return self
 
 
 class RewardModelJudge(ModelRef):
@@ -171,7 +194,36 @@ class LengthFilter(Strict):
     max_chars: int | None = Field(None, ge=1)
 
 
-Filter = Annotated[Union[FinishReasonFilter, LengthFilter], Field(discriminator="type")]
+class LanguageIdFilter(Strict):
+    """Drop candidates not written in the prompt's language and script (fastText lid.176 + script
+    counts). Adds lid_lang, lid_prob, lid_script_share, lid_too_short to the candidates.
+
+    Why 0.5: lid.176 gives clean single-language sentences probabilities above 0.8; below 0.5 the
+    text is usually mixed, very short, or in a close relative (id/ms, cs/sk, es/gl), which is
+    exactly what should not pass silently as in-language data. Lower it per language where close
+    relatives make the model hesitant (e.g. `thresholds: {id: 0.3, ms: 0.3}`)."""
+
+    type: Literal["language_id"]
+    min_prob: float = Field(0.5, ge=0, le=1, description="Minimum fastText probability of the expected language.")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-language min_prob overrides (registry codes).")
+    min_script_share: float = Field(
+        0.5, ge=0, le=1, description="Minimum share of letters in the language's script (catches e.g. romanized Hindi)."
+    )
+    on_too_short: Literal["drop", "keep"] = Field(
+        "drop", description="Texts with under 10 letters (CJK counts x3) cannot be judged: drop or keep them."
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        for code, threshold in value.items():
+            _check_language(code)
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"threshold for {code!r} must be within [0, 1]")
+        return value
+
+
+Filter = Annotated[Union[FinishReasonFilter, LengthFilter, LanguageIdFilter], Field(discriminator="type")]
 
 
 class Selector(Strict):
@@ -190,21 +242,109 @@ class Export(Strict):
     rows_per_file: int = Field(50_000, ge=1, description="Rows per Parquet file in dataset/data/pairs/.")
 
 
+class Balance(Strict):
+    """Stratified sampling of prompts by language (seeded). Prompts left out are recorded as
+    rejects with reason over_quota, never dropped silently."""
+
+    per_language: int | None = Field(None, ge=1, description="Cap every language at this many prompts.")
+    quotas: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per language: a count (>= 1) or a proportion of `total` (< 1). Overrides per_language.",
+    )
+    total: int | None = Field(None, ge=1, description="Prompt total that proportions refer to.")
+    others: Literal["keep", "drop"] = Field("keep", description="Languages without a quota (when quotas are given).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Balance":
+        for code, value in self.quotas.items():
+            _check_language(code)
+            if value <= 0:
+                raise ValueError(f"quota for {code!r} must be positive")
+            if value < 1 and self.total is None:
+                raise ValueError(f"quota {value} for {code!r} is a proportion: set `total`")
+            if value >= 1 and value != int(value):
+                raise ValueError(f"quota {value} for {code!r}: counts are whole numbers")
+        return self
+
+    def cap(self, code: str | None) -> int | None:
+        """Maximum prompts for a language; None means no cap, 0 means none."""
+        if code in self.quotas:
+            value = self.quotas[code]
+            return int(value) if value >= 1 else int(round(value * self.total))
+        if self.quotas and self.others == "drop":
+            return 0
+        return self.per_language
+
+
+class Translator(ModelRef):
+    """A translation model: an instruction model on vLLM with the registry's translation template,
+    or an NLLB/M2M100-family seq2seq model through transformers."""
+
+    backend: Literal["vllm", "seq2seq"] = Field("vllm", description="vllm or seq2seq (NLLB/M2M100 family).")
+    max_tokens: int = Field(1024, ge=1, description="Maximum tokens of one translated text.")
+    temperature: float = Field(0.0, ge=0, description="vllm backend sampling temperature.")
+    batch_size: int = Field(16, ge=1, description="seq2seq backend batch size.")
+    num_beams: int = Field(1, ge=1, description="seq2seq backend beam size.")
+    device: str = Field("auto", description="seq2seq backend device.")
+    engine: Engine = Field(default_factory=Engine)
+
+
+class Translate(Translator):
+    """Translate prompts of `source_language` into `targets`; the translations join the prompt set
+    with `source_prompt_id` linking each prompt's versions across languages."""
+
+    source_language: str = Field(description="Prompts in this language are translated (registry code).")
+    targets: list[str] = Field(min_length=1, description="Target languages (registry codes).")
+    keep_source: bool = Field(True, description="Keep the untranslated prompts in the prompt set.")
+    check_language: bool = Field(True, description="Reject translations that language ID says are not in the target language.")
+
+    @model_validator(mode="after")
+    def _languages(self) -> "Translate":
+        _check_language(self.source_language)
+        for code in self.targets:
+            _check_language(code)
+        if self.source_language in self.targets:
+            raise ValueError(f"targets include the source language {self.source_language!r}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError("targets repeat a language")
+        return self
+
+
+class Report(Strict):
+    """What the build reports beyond counts."""
+
+    diversity_model: str | None = Field(
+        None, description="sentence-transformers model for the diversity of each generation strategy (mean pairwise "
+        "cosine distance of a prompt's candidates); null: skip. Multilingual data wants a multilingual model, e.g. "
+        "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2.",
+    )
+
+
 class PipelineConfig(Strict):
     """A prefsynth pipeline: sources -> generators -> judges -> filters -> selector -> export."""
 
     name: str = Field(description="Pipeline name (recorded in the manifest and dataset).")
     seed: int = Field(0, description="Default seed for every stage.")
-    shard_size: int = Field(64, ge=1, description="Prompts per shard: the unit of resume and progress.")
+    shard_size: int = Field(
+        256, ge=1,
+        description="Prompts per shard: the unit of resume and of one vLLM batch (x n candidates). Small shards "
+        "resume finer but batch worse: below ~128 prompts generation slows by a few percent.",
+    )
     sources: list[Source] = Field(min_length=1)
+    balance: Balance | None = Field(None, description="Language quotas / stratified sampling of prompts (optional).")
+    translate: Translate | None = Field(None, description="Prompt translation (optional).")
     generators: list[Generator] = Field(min_length=1)
     judges: list[Judge] = Field(min_length=1, description="At least one judge gives the selector a score.")
     filters: list[Filter] = Field(default_factory=list)
     selector: Selector = Field(default_factory=Selector)
     export: Export = Field(default_factory=Export)
+    report: Report = Field(default_factory=Report)
 
     @model_validator(mode="after")
     def _names_and_score(self) -> "PipelineConfig":
+        for generator in self.generators:
+            if generator.strategy == "translate_completions" and self.translate is None:
+                raise ValueError(f"generator {generator.name!r}: translate_completions needs a `translate` section")
         for kind, items in (("generator", self.generators), ("judge", self.judges)):
             names = [item.name for item in items]
             duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -270,7 +410,7 @@ def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", 
         for item in error.errors():
             loc = tuple(item["loc"])
             # pydantic puts the union member tag in loc; drop it from the user-facing path.
-            shown = tuple(k for k in loc if not (isinstance(k, str) and k in {"reward_model", "finish_reason", "length"}))
+            shown = tuple(k for k in loc if not (isinstance(k, str) and k in {"reward_model", "finish_reason", "length", "language_id"}))
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
                 message = "unknown option"
@@ -293,3 +433,6 @@ def load(path: str | Path) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(str(path), [("", 1, "the file must be a YAML mapping")])
     return parse(data, base_dir=path.resolve().parent, source=str(path), yaml_root=root)
+
+
+Generator.model_rebuild()

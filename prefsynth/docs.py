@@ -13,13 +13,18 @@ SECTIONS = [
     ("Pipeline (top level)", c.PipelineConfig),
     ("sources[]", c.Source),
     ("sources[].columns", c.Columns),
+    ("balance", c.Balance),
+    ("translate", c.Translate),
     ("generators[]", c.Generator),
+    ("generators[].translator", c.Translator),
     ("judges[] (type: reward_model)", c.RewardModelJudge),
     ("engine (generators[].engine, judges[].engine)", c.Engine),
     ("filters[] (type: finish_reason)", c.FinishReasonFilter),
     ("filters[] (type: length)", c.LengthFilter),
+    ("filters[] (type: language_id)", c.LanguageIdFilter),
     ("selector", c.Selector),
     ("export", c.Export),
+    ("report", c.Report),
 ]
 
 
@@ -49,3 +54,16 @@ def config_reference_markdown() -> str:
             lines.append(f"| `{name}` | {kind} | {_default(field)} | {meaning} |")
         lines.append("")
     return "\n".join(lines)
+
+
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def update_readme(path) -> None:
+    """Replace the README's generated section with the current reference."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, tail = text.index(START) + len(START), text.index(END)
+    path.write_text(text[:head] + "\n" + config_reference_markdown() + "\n" + text[tail:], encoding="utf-8")

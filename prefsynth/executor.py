@@ -34,14 +34,16 @@ class StagePlan:
     op: Op
     inputs: list[str]  # upstream stages whose shard k is concatenated as this stage's input
     context: dict[str, str] = field(default_factory=dict)  # extra upstream tables, by key
+    prompts: str = PROMPTS_STAGE  # where this stage reads the prompt set (translate, when configured)
     hash: str = ""
 
     def to_json(self) -> dict:
-        return {"name": self.name, "op": self.op.spec(), "inputs": self.inputs, "context": self.context, "hash": self.hash}
+        return {"name": self.name, "op": self.op.spec(), "inputs": self.inputs, "context": self.context,
+                "prompts": self.prompts, "hash": self.hash}
 
     @classmethod
     def from_json(cls, data: dict) -> "StagePlan":
-        return cls(data["name"], op_from_spec(data["op"]), data["inputs"], data["context"], data["hash"])
+        return cls(data["name"], op_from_spec(data["op"]), data["inputs"], data["context"], data["prompts"], data["hash"])
 
 
 class StageFailed(RuntimeError):
@@ -49,7 +51,7 @@ class StageFailed(RuntimeError):
 
 
 def read_input(run: RunDir, plan: StagePlan, shard: int) -> ShardInput:
-    prompts = run.stage(PROMPTS_STAGE).read_shard(shard)
+    prompts = run.stage(plan.prompts).read_shard(shard)
     tables = [run.stage(name).read_shard(shard) for name in plan.inputs]
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     context = {key: run.stage(name).read_shard(shard) for key, name in plan.context.items()}
@@ -59,7 +61,7 @@ def read_input(run: RunDir, plan: StagePlan, shard: int) -> ShardInput:
 def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True) -> None:
     """Map the op over shards, writing each output atomically as soon as it is done."""
     stage = run.stage(plan.name)
-    prompts = run.stage(PROMPTS_STAGE)
+    prompts = run.stage(plan.prompts)
     total = sum(pq.read_metadata(prompts.shard_path(s)).num_rows for s in shards)
     started, tokens = time.perf_counter(), 0.0
     with tqdm(total=total, desc=plan.name, unit="prompt", disable=not progress, dynamic_ncols=True) as bar:

@@ -8,19 +8,44 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 
+# Template name -> the placeholders it must contain, each exactly once.
+TEMPLATE_PLACEHOLDERS = {
+    "system_prompt": (),
+    "generation_instruction": ("prompt",),
+    "translation_instruction": ("source_language", "text"),
+    "diverse_instruction": ("k", "prompt"),
+    "judge_rubric": ("prompt", "response"),
+}
+
+
+class Templates(BaseModel):
+    """In-language prompts used by generation, translation, diverse sampling and judging.
+    `fallback: true` marks English stand-ins; code that uses them records that it did."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fallback: bool
+    system_prompt: str
+    generation_instruction: str
+    translation_instruction: str
+    diverse_instruction: str
+    judge_rubric: str
+
+
 class Language(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: str  # BCP-47
     name: str
     native_name: str
     script: str  # ISO 15924
     flores200: str
-    fasttext: str  # lid.176 label without __label__
+    fasttext: str | None  # lid.176 label without __label__; null where lid.176 has none
     nllb: str
     xlmr: bool
     direction: str
     resource_level: str
+    templates: Templates | None = None
 
 
 def registry_dir() -> Path:

@@ -22,11 +22,15 @@ from prefsynth.config import PipelineConfig
 from prefsynth.executor import PROMPTS_STAGE, LocalExecutor, StagePlan
 from prefsynth.export.pairs import ExportPairs, write_dataset
 from prefsynth.filter.rules import FilterCandidates
+from prefsynth.generate.translated import TranslateCompletions
 from prefsynth.generate.vllm_generate import Generate
 from prefsynth.judge.reward import RewardModelScore
 from prefsynth.prompts import load_prompts
+from prefsynth.prompts.normalize import balance_prompts
+from prefsynth.report.coverage import coverage, strategy_diversity
 from prefsynth.runs import RunDir, package_versions, stable_hash, write_parquet_atomic
 from prefsynth.select.best_worst import SelectPairs
+from prefsynth.translate.prompts import TranslatePrompts
 
 SOURCE_REJECTS = "rejects-sources.parquet"
 
@@ -54,6 +58,8 @@ class BuildResult:
     run_dir: Path
     stages: list[StageSummary] = field(default_factory=list)
     wall_s: float = 0.0
+    coverage: Any = None  # pandas DataFrame, one row per language (report/coverage.py)
+    diversity: dict[str, float] | None = None  # generator/strategy -> mean pairwise embedding distance
 
     @property
     def dataset_dir(self) -> Path:
@@ -100,23 +106,37 @@ class Pipeline:
             if source.path:
                 entry["content_sha256"] = _fingerprint(source.path)
             sources.append(entry)
-        return stable_hash({"stage": PROMPTS_STAGE, "sources": sources, "limit": limit, "shard_size": self.config.shard_size})
+        balance = self.config.balance.model_dump(mode="json") if self.config.balance else None
+        return stable_hash({"stage": PROMPTS_STAGE, "sources": sources, "limit": limit, "shard_size": self.config.shard_size,
+                            "balance": balance, "seed": self.config.seed})
 
     def plan(self, limit: int | None = None) -> list[StagePlan]:
         cfg = self.config
         hashes = {PROMPTS_STAGE: self.prompts_hash(limit)}
         plans: list[StagePlan] = []
 
+        prompt_set = PROMPTS_STAGE
+
         def add(plan: StagePlan) -> None:
-            upstream = [hashes[PROMPTS_STAGE]] + [hashes[n] for n in plan.inputs + list(plan.context.values())]
+            plan.prompts = plan.prompts if plan.name == "translate" else prompt_set
+            upstream = [hashes[plan.prompts]] + [hashes[n] for n in plan.inputs + list(plan.context.values())]
             plan.hash = stable_hash({"name": plan.name, "op": plan.op.spec(), "upstream": upstream})
             hashes[plan.name] = plan.hash
             plans.append(plan)
 
+        if cfg.translate is not None:
+            add(StagePlan("translate", TranslatePrompts(cfg.translate), []))
+            prompt_set = "translate"
         generators = []
         for generator in cfg.generators:
-            add(StagePlan(f"generate.{generator.name}", Generate(generator, cfg.seed), []))
-            generators.append(f"generate.{generator.name}")
+            name = f"generate.{generator.name}"
+            context = {"source_prompts": PROMPTS_STAGE} if generator.strategy == "translate_completions" else {}
+            add(StagePlan(name, Generate(generator, cfg.seed), [], context))
+            if generator.strategy == "translate_completions":
+                add(StagePlan(f"translate_completions.{generator.name}",
+                              TranslateCompletions(generator.name, generator.translator), [name]))
+                name = f"translate_completions.{generator.name}"
+            generators.append(name)
         previous = generators
         for judge in cfg.judges:
             add(StagePlan(f"judge.{judge.name}", RewardModelScore(judge, cfg.seed), previous))
@@ -166,10 +186,15 @@ class Pipeline:
         if export_changed or not current.exists() or stable_hash(marker) != stable_hash(_read_marker(current)):
             rejects = sorted(p for name in [PROMPTS_STAGE] + [pl.name for pl in plans] for p in run.stage(name).rejects())
             write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker)
+        result.coverage = coverage(run, translated_stage="translate" if self.config.translate else None)
+        if self.config.report.diversity_model:
+            result.diversity = strategy_diversity(run, self.config.report.diversity_model)
         result.wall_s = time.perf_counter() - started
         run.write_manifest(
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             summary=[s.__dict__ for s in result.stages],
+            coverage=result.coverage.to_dict(orient="records"),
+            diversity=result.diversity,
         )
         return result
 
@@ -179,7 +204,11 @@ class Pipeline:
         if stage.is_complete(prompts_hash):
             return False
         t0 = time.perf_counter()
-        prompts, rejects = load_prompts(self.config.sources, limit)
+        prompts, rejects = load_prompts(self.config.sources, None if self.config.balance else limit)
+        if self.config.balance is not None:
+            prompts, over = balance_prompts(prompts, self.config.balance, self.config.seed)
+            rejects = pa.concat_tables([rejects, over])
+            prompts = prompts.slice(0, limit) if limit is not None else prompts
         size = self.config.shard_size
         if rejects.num_rows:
             stage.rejects_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,13 @@ PROMPTS = pa.schema(
         ("source", pa.string()),  # file path or dataset name
         ("source_row", pa.int64()),  # 0-based row (line for JSONL) in the source
         ("source_id", pa.string()),  # the source's own id column, if mapped
+        # Translation provenance. Originals: origin=source, source_prompt_id=prompt_id, rest null.
+        ("source_prompt_id", pa.string()),  # groups one prompt's versions across languages
+        ("origin", pa.string()),  # source | translated
+        ("src_language", pa.string()),  # language translated from
+        ("src", pa.string()),  # last user message before translation (COMET `src`)
+        ("mt", pa.string()),  # its translation (COMET `mt`)
+        ("translator", pa.string()),  # model that translated it
     ]
 )
 
@@ -40,6 +47,9 @@ CANDIDATES = pa.schema(
         ("seed", pa.int64()),
         ("seed_scope", pa.string()),  # engine (one seed for the engine) | request (per-prompt seed)
         ("sampling_params", pa.string()),  # JSON of every sampling parameter sent to vLLM
+        ("source_text", pa.string()),  # translate_completions: the answer before translation
+        ("translator", pa.string()),  # translate_completions: the model that translated it
+        ("note", pa.string()),  # e.g. diverse_fallback:<reason>, english_template_fallback
     ]
 )
 
@@ -91,6 +101,8 @@ DATASET_PAIRS = pa.schema(
         ("source", pa.string()),
         ("source_row", pa.int64()),
         ("source_id", pa.string()),
+        ("source_prompt_id", pa.string()),
+        ("origin", pa.string()),
     ]
 )
 
@@ -111,11 +123,13 @@ def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
 
 
+def from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a table of `schema` from dicts; missing fields are null."""
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
 def rejects_table(rows: list[dict]) -> pa.Table:
-    """Build a rejects table from dicts; missing fields are null."""
-    return pa.Table.from_pylist(
-        [{name: row.get(name) for name in REJECTS.names} for row in rows], schema=REJECTS
-    )
+    return from_rows(rows, REJECTS)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -116,4 +116,4 @@ def test_readme_config_reference_is_current():
     readme = (REPO / "README.md").read_text()
     start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
     embedded = readme[readme.index(start) + len(start) : readme.index(end)].strip()
-    assert embedded == config_reference_markdown().strip(), "run: prefsynth config-reference, paste into README"
+    assert embedded == config_reference_markdown().strip(), "run: prefsynth config-reference --update README.md"

@@ -33,10 +33,10 @@ def test_filters_mark_first_failing_reason_and_keep_rows():
 def test_export_joins_prompts_and_candidates_in_trl_format():
     candidates = pa.concat_tables([_candidates(["a0", "a1"], ["stop"] * 2, [1.0, -1.0], "p1"),
                                    _candidates(["b0", "b1"], ["stop"] * 2, [0.0, 2.0], "p2")])
-    prompts = pa.Table.from_pylist([
+    prompts = schemas.from_rows([
         {"prompt_id": "p2", "language": "fr", "messages": [{"role": "user", "content": "Q2"}], "source": "s", "source_row": 1, "source_id": None},
         {"prompt_id": "p1", "language": "en", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"}], "source": "s", "source_row": 0, "source_id": "x"},
-    ], schema=schemas.PROMPTS)
+    ], schemas.PROMPTS)
     pairs = pa.Table.from_pylist([
         {"prompt_id": "p1", "chosen_id": "p1/g/0", "rejected_id": "p1/g/1", "chosen_score": 1.0, "rejected_score": -1.0, "margin": 2.0, "selector": "best_worst"},
         {"prompt_id": "p2", "chosen_id": "p2/g/1", "rejected_id": "p2/g/0", "chosen_score": 2.0, "rejected_score": 0.0, "margin": 2.0, "selector": "best_worst"},

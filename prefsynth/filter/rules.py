@@ -6,34 +6,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import TypeAdapter
 
-from prefsynth.config import FinishReasonFilter, Filter, LengthFilter
+from prefsynth.config import FinishReasonFilter, Filter, LanguageIdFilter, LengthFilter
+from prefsynth.filter.language import language_checks
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
 _FILTERS = TypeAdapter(list[Filter])
 
 
-def failures(rule, table: pa.Table) -> tuple[pa.Array, str | pa.Array]:
-    """(mask of failing rows, reason) for one rule."""
+def failures(rule, table: pa.Table) -> tuple[pa.Array, str | pa.Array, dict[str, pa.Array]]:
+    """(mask of failing rows, reason, columns to add) for one rule."""
+    if isinstance(rule, LanguageIdFilter):
+        return language_checks(rule, table)
     if isinstance(rule, FinishReasonFilter):
         mask = pc.is_in(table["finish_reason"], value_set=pa.array(rule.drop, pa.string()))
-        return mask, pc.binary_join_element_wise("finish_reason:", table["finish_reason"], "")
+        return mask, pc.binary_join_element_wise("finish_reason:", table["finish_reason"], ""), {}
     if isinstance(rule, LengthFilter):
         chars = pc.utf8_length(pc.utf8_trim_whitespace(table["text"]))
         short = pc.less(chars, rule.min_chars)
         if rule.max_chars is None:
-            return short, f"too_short:<{rule.min_chars}_chars"
+            return short, f"too_short:<{rule.min_chars}_chars", {}
         long_ = pc.greater(chars, rule.max_chars)
         reason = pc.if_else(short, f"too_short:<{rule.min_chars}_chars", f"too_long:>{rule.max_chars}_chars")
-        return pc.or_(short, long_), reason
+        return pc.or_(short, long_), reason, {}
     raise TypeError(f"unknown filter {rule!r}")
 
 
 def apply_filters(table: pa.Table, rules: list, score_column: str) -> pa.Table:
-    """Add (or overwrite) `keep` and `reason` columns."""
+    """Add (or overwrite) `keep` and `reason` columns, plus the columns rules add (lid_*)."""
     reason = pa.nulls(table.num_rows, pa.string())
-    checks = [(pc.is_null(table[score_column]), f"missing_score:{score_column}")]
+    checks = [(pc.is_null(table[score_column]), f"missing_score:{score_column}", {})]
     checks += [failures(rule, table) for rule in rules]
-    for mask, why in checks:
+    for mask, why, columns in checks:
+        for name, column in columns.items():
+            table = table.drop_columns(name) if name in table.column_names else table
+            table = table.append_column(name, column)
         mask = pc.fill_null(mask, False)
         # Keep the first failing rule's reason.
         reason = pc.if_else(pc.and_(mask, pc.is_null(reason)), why, reason)

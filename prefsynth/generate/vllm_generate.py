@@ -11,8 +11,9 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from prefsynth import schemas
+from prefsynth import langs, schemas
 from prefsynth.config import Generator
 from prefsynth.engine import make_llm, max_model_len, on_cpu
 from prefsynth.stages import Op, ShardInput, ShardOutput
@@ -60,20 +61,75 @@ class Generate(Op):
             return SamplingParams(**base)
         return [SamplingParams(**base, seed=request_seed(self.seed, pid)) for pid in prompt_ids]
 
-    def process(self, llm: Any, shard: ShardInput) -> ShardOutput:
-        g = self.generator
-        prompts = shard.prompts
+    def conversations(self, prompts: pa.Table) -> list[list[dict]]:
+        """The prompts' messages, with the language's registry system prompt where configured."""
         conversations = prompts.column("messages").to_pylist()
-        prompt_ids = prompts.column("prompt_id").to_pylist()
+        if self.generator.system_prompt == "registry":
+            for messages, code in zip(conversations, prompts.column("language").to_pylist()):
+                templates = langs.get(code).templates if code else None
+                if templates is not None and messages[0]["role"] != "system":
+                    messages.insert(0, {"role": "system", "content": templates.system_prompt})
+        return conversations
+
+    def routed(self, prompts: pa.Table) -> pa.Table:
+        """Per-language routing: the prompts this generator serves."""
+        if self.generator.languages is None:
+            return prompts
+        return prompts.filter(pc.fill_null(pc.is_in(prompts["language"], pa.array(self.generator.languages)), False))
+
+    def process(self, llm: Any, shard: ShardInput) -> ShardOutput:
+        prompts = self.routed(shard.prompts)
+        if self.generator.strategy == "translate_completions":
+            from prefsynth.generate.translated import answer_in_source_language
+
+            return answer_in_source_language(self, llm, prompts, shard.context["source_prompts"])
+        if self.generator.strategy == "diverse":
+            from prefsynth.generate.diverse_stage import diverse_candidates
+
+            return diverse_candidates(self, llm, prompts)
+        return self.sample(llm, prompts)
+
+    def fitting(self, llm: Any, prompts: pa.Table, conversations: list[list[dict]]) -> tuple[list[int], list[dict]]:
+        """Indices of prompts that fit the context (one token of room to answer), and rejects."""
+        g = self.generator
         limit = max_model_len(llm)
         lengths = [len(ids) for ids in chat_token_ids(llm.get_tokenizer(), conversations, add_generation_prompt=True)]
-        fits = [n < limit for n in lengths]  # at least one token of room to answer
+        prompt_ids = prompts.column("prompt_id").to_pylist()
         rejects = [
             {"stage": f"generate.{g.name}", "prompt_id": pid, "reason": "prompt_too_long",
              "detail": f"{n} prompt tokens >= max_model_len {limit} of {g.model}"}
-            for pid, n, ok in zip(prompt_ids, lengths, fits) if not ok
+            for pid, n in zip(prompt_ids, lengths) if n >= limit
         ]
-        kept = [i for i, ok in enumerate(fits) if ok]
+        return [i for i, n in enumerate(lengths) if n < limit], rejects
+
+    def params_json(self) -> str:
+        g = self.generator
+        return json.dumps(
+            {"n": g.n, "temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens,
+             "stop": list(g.stop), "ignore_eos": g.ignore_eos, "system_prompt": g.system_prompt,
+             "strategy": g.strategy}, sort_keys=True,
+        )
+
+    def table(self, columns: dict[str, list], **constants: Any) -> pa.Table:
+        """Candidates table from per-row columns; the generator's own provenance fills the rest."""
+        g = self.generator
+        rows = len(columns["candidate_id"])
+        defaults = {
+            "generator": g.name, "model": g.model, "strategy": g.strategy, "temperature": g.temperature,
+            "top_p": g.top_p, "max_tokens": g.max_tokens, "seed_scope": "request" if not on_cpu() else "engine",
+            "sampling_params": self.params_json(), "source_text": None, "translator": None, "note": None,
+        }
+        defaults.update(constants)
+        for name, value in defaults.items():
+            columns.setdefault(name, [value] * rows)
+        return pa.table({name: columns[name] for name in schemas.CANDIDATES.names}, schema=schemas.CANDIDATES)
+
+    def sample(self, llm: Any, prompts: pa.Table, **constants: Any) -> ShardOutput:
+        """Plain sampling: n samples per prompt through LLM.chat."""
+        g = self.generator
+        conversations = self.conversations(prompts)
+        prompt_ids = prompts.column("prompt_id").to_pylist()
+        kept, rejects = self.fitting(llm, prompts, conversations)
         # vLLM on CPU rejects per-request seeds ("CPU Generator does not use offset"): there the
         # engine is seeded instead, and rows say so (seed_scope=engine).
         per_request_seed = not on_cpu()
@@ -82,12 +138,10 @@ class Generate(Op):
             self.sampling_params([prompt_ids[i] for i in kept], per_request_seed),
             use_tqdm=False,
         ) if kept else []
-        params_json = json.dumps(
-            {"n": g.n, "temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens,
-             "stop": list(g.stop), "ignore_eos": g.ignore_eos}, sort_keys=True,
-        )
         languages = prompts.column("language").to_pylist()
-        columns: dict[str, list] = {name: [] for name in schemas.CANDIDATES.names}
+        columns: dict[str, list] = {name: [] for name in (
+            "candidate_id", "prompt_id", "language", "sample_index", "text", "finish_reason",
+            "prompt_tokens", "completion_tokens", "seed")}
         for index, request in zip(kept, outputs):
             pid = prompt_ids[index]
             seed = request_seed(self.seed, pid) if per_request_seed else self.seed
@@ -101,14 +155,6 @@ class Generate(Op):
                 columns["prompt_tokens"].append(len(request.prompt_token_ids))
                 columns["completion_tokens"].append(len(sample.token_ids))
                 columns["seed"].append(seed)
-        rows = len(columns["candidate_id"])
-        constant = {
-            "generator": g.name, "model": g.model, "strategy": g.strategy, "temperature": g.temperature,
-            "top_p": g.top_p, "max_tokens": g.max_tokens, "seed_scope": "request" if per_request_seed else "engine",
-            "sampling_params": params_json,
-        }
-        for name, value in constant.items():
-            columns[name] = [value] * rows
-        table = pa.table(columns, schema=schemas.CANDIDATES)
+        table = self.table(columns, **constants)
         output_tokens = sum(columns["completion_tokens"])
         return ShardOutput(table, schemas.rejects_table(rejects), {"output_tokens": output_tokens})

@@ -142,5 +142,26 @@ def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Ta
             prompts.append({
                 "prompt_id": pid, "language": language, "messages": messages, "source": label,
                 "source_row": position, "source_id": None if source_id is None else str(source_id),
+                "source_prompt_id": pid, "origin": "source",
             })
-    return pa.Table.from_pylist(prompts, schema=schemas.PROMPTS), schemas.rejects_table(rejects)
+    return schemas.from_rows(prompts, schemas.PROMPTS), schemas.rejects_table(rejects)
+
+
+def balance_prompts(prompts: pa.Table, balance, seed: int) -> tuple[pa.Table, pa.Table]:
+    """Seeded stratified sample by language; returns (kept prompts in source order, rejects)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    languages = np.asarray(prompts.column("language").to_pylist(), dtype=object)
+    keep = np.zeros(prompts.num_rows, dtype=bool)
+    rejects = []
+    for code in dict.fromkeys(languages.tolist()):
+        rows = np.flatnonzero(languages == code)
+        cap = balance.cap(code)
+        chosen = rows if cap is None or cap >= len(rows) else np.sort(rng.choice(rows, size=cap, replace=False))
+        keep[chosen] = True
+        detail = f"{code}: kept {len(chosen)} of {len(rows)}"
+        ids = prompts.column("prompt_id").to_pylist()
+        rejects += [{"stage": STAGE, "prompt_id": ids[i], "reason": "over_quota", "detail": detail}
+                    for i in np.setdiff1d(rows, chosen)]
+    return prompts.filter(pa.array(keep)), schemas.rejects_table(rejects)

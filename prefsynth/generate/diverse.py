@@ -1,0 +1,165 @@
+"""Negatively-correlated sampling (Community Alignment): one request asks for k responses that differ.
+
+Instead of drawing k independent samples (which from one model tend to agree in values, stance and
+style), a single request asks the model for k responses that deliberately differ from one another,
+written in the prompt's language (the registry's `diverse_instruction` template). The request is
+constrained with vLLM structured outputs to a JSON object `{"responses": [k strings]}`, so the k
+responses parse reliably. Where parsing still fails (cut off at `max_tokens`, empty strings, ...)
+the result says why, and the caller falls back to plain sampling.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefsynth import langs
+
+FALLBACK_NOTE = "english_template_fallback"
+FALLBACK_LANGUAGE = "en"
+# sampling keys that this module sets itself
+_RESERVED = ("n", "structured_outputs", "guided_decoding")
+
+
+@dataclass
+class DiverseResult:
+    """The outcome of one diverse request (one prompt).
+
+    texts: the stripped, non-empty responses (k when parsed, possibly fewer otherwise).
+    parsed: True when the answer was valid JSON with exactly k non-empty responses.
+    reason: why it was not parsed (invalid_json, empty_response, wrong_shape, wrong_count:N,
+        empty_items:N, prompt_too_long); None when parsed.
+    note: english_template_fallback when the language has no in-language template.
+    finish_reason: vLLM's (stop, length, ...), or "not_sent" when the request was not sent.
+    """
+
+    texts: list[str] = field(default_factory=list)
+    parsed: bool = False
+    reason: str | None = None
+    note: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+
+
+def response_schema(k: int) -> dict:
+    """JSON schema of the answer: exactly k non-empty strings under "responses"."""
+    return {
+        "type": "object",
+        "properties": {
+            "responses": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "minItems": k,
+                "maxItems": k,
+            }
+        },
+        "required": ["responses"],
+        "additionalProperties": False,
+    }
+
+
+def instruction_template(language: str | None) -> tuple[str, str | None]:
+    """The diverse-sampling template for `language` and a note when the English one stands in.
+
+    None (language unknown) uses English without a note; a registry language without templates,
+    or whose templates are English stand-ins (`fallback: true`), uses English with a note.
+    """
+    if language is None:
+        return langs.get(FALLBACK_LANGUAGE).templates.diverse_instruction, None
+    templates = langs.get(language).templates
+    if templates is None or templates.fallback:
+        return langs.get(FALLBACK_LANGUAGE).templates.diverse_instruction, FALLBACK_NOTE
+    return templates.diverse_instruction, None
+
+
+def fill(template: str, k: int, prompt: str) -> str:
+    """Fill {k} and {prompt}; braces inside the prompt are left alone (no str.format on it)."""
+    return template.replace("{k}", str(k)).replace("{prompt}", prompt)
+
+
+def diverse_conversation(messages: list[dict], language: str | None, k: int) -> tuple[list[dict], str | None]:
+    """The conversation to send: the last user message wrapped in the instruction, the rest kept."""
+    template, note = instruction_template(language)
+    last_user = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None)
+    if last_user is None:
+        raise ValueError("conversation has no user message to wrap")
+    content = messages[last_user].get("content")
+    if not isinstance(content, str):
+        raise ValueError(f"user message content must be a string, got {type(content).__name__}")
+    conversation = [dict(m) for m in messages]
+    conversation[last_user]["content"] = fill(template, k, content)
+    return conversation, note
+
+
+def parse_responses(text: str, k: int) -> tuple[list[str], str | None]:
+    """(stripped non-empty responses, reason or None when exactly k were found)."""
+    if not text.strip():
+        return [], "empty_response"
+    try:
+        value = json.loads(text)  # json.loads accepts surrounding whitespace
+    except json.JSONDecodeError:
+        return [], "invalid_json"
+    if not isinstance(value, dict) or not isinstance(value.get("responses"), list):
+        return [], "wrong_shape"
+    items = value["responses"]
+    texts = [item.strip() for item in items if isinstance(item, str) and item.strip()]
+    if len(items) != k:
+        return texts, f"wrong_count:{len(items)}"
+    if len(texts) < k:
+        return texts, f"empty_items:{k - len(texts)}"  # non-strings or blank strings dropped
+    return texts, None
+
+
+def sampling_params(k: int, sampling: dict) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    reserved = [key for key in _RESERVED if key in sampling]
+    if reserved:
+        raise ValueError(f"sampling must not set {reserved}: diverse sampling sets them")
+    if "max_tokens" not in sampling:
+        raise ValueError("sampling needs max_tokens (for the whole JSON answer, all k responses)")
+    return SamplingParams(
+        n=1, **sampling, structured_outputs=StructuredOutputsParams(json=response_schema(k)),
+    )
+
+
+def diverse_samples(
+    llm: Any, conversations: list[list[dict]], languages: list[str | None], k: int, sampling: dict
+) -> list[DiverseResult]:
+    """One structured-output request per conversation asking for k mutually different responses.
+
+    `sampling` holds temperature / top_p / max_tokens (max_tokens bounds the whole JSON answer)
+    and any other SamplingParams field except n. All requests go to `llm.chat` in one batch.
+    Prompts whose wrapped conversation does not fit the model's context are not sent
+    (reason prompt_too_long). Results are in the order of `conversations`.
+    """
+    if len(conversations) != len(languages):
+        raise ValueError(f"{len(conversations)} conversations but {len(languages)} languages")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not conversations:
+        return []
+    from prefsynth.engine import max_model_len
+    from prefsynth.generate.vllm_generate import chat_token_ids
+
+    params = sampling_params(k, sampling)
+    wrapped = [diverse_conversation(c, lang, k) for c, lang in zip(conversations, languages)]
+    results = [DiverseResult(note=note) for _, note in wrapped]
+    limit = max_model_len(llm)
+    lengths = [len(ids) for ids in chat_token_ids(llm.get_tokenizer(), [c for c, _ in wrapped], add_generation_prompt=True)]
+    sent = [i for i, n in enumerate(lengths) if n < limit]  # at least one token of room to answer
+    for i, n in enumerate(lengths):
+        if n >= limit:
+            results[i].reason, results[i].prompt_tokens, results[i].finish_reason = "prompt_too_long", n, "not_sent"
+    outputs = llm.chat([wrapped[i][0] for i in sent], params, use_tqdm=False) if sent else []
+    for i, request in zip(sent, outputs):
+        sample = request.outputs[0]
+        result = results[i]
+        result.texts, result.reason = parse_responses(sample.text, k)
+        result.parsed = result.reason is None
+        result.prompt_tokens = len(request.prompt_token_ids or [])
+        result.completion_tokens = len(sample.token_ids)
+        result.finish_reason = str(sample.finish_reason)
+    return results

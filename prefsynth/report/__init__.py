@@ -1,0 +1,1 @@
+"""Reports: what a build produced, per language and strategy."""

@@ -1,0 +1,1 @@
+"""Translate: prompts and completions into other languages."""
