@@ -130,6 +130,10 @@ class Generator(ModelRef):
         "n deliberately different answers (JSON-constrained), falling back to plain sampling with a recorded note.",
     )
     translator: "Translator | None" = Field(None, description="For translate_completions: the model translating answers.")
+    diverse_max_chars: int | None = Field(
+        None, ge=1, description="For diverse: cap each answer's characters inside the JSON (small models may never "
+        "close their strings otherwise; the cap also rules out escapes such as line breaks). null: no cap.",
+    )
     n: int = Field(4, ge=1, description="Candidates per prompt.")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -201,11 +205,15 @@ class LanguageIdFilter(Strict):
     Why 0.5: lid.176 gives clean single-language sentences probabilities above 0.8; below 0.5 the
     text is usually mixed, very short, or in a close relative (id/ms, cs/sk, es/gl), which is
     exactly what should not pass silently as in-language data. Lower it per language where close
-    relatives make the model hesitant (e.g. `thresholds: {id: 0.3, ms: 0.3}`)."""
+    relatives make the model hesitant (e.g. `thresholds: {id: 0.3, ms: 0.3}`); registry records
+    carry such defaults (`lid_min_prob`) for languages lid.176 is known to be weak on."""
 
     type: Literal["language_id"]
     min_prob: float = Field(0.5, ge=0, le=1, description="Minimum fastText probability of the expected language.")
-    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-language min_prob overrides (registry codes).")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-language min_prob overrides (registry codes); else the record's lid_min_prob, else min_prob.",
+    )
     min_script_share: float = Field(
         0.5, ge=0, le=1, description="Minimum share of letters in the language's script (catches e.g. romanized Hindi)."
     )

@@ -108,28 +108,40 @@ class LocalExecutor:
         env = dict(os.environ)
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        result = subprocess.run(
-            [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent
+        # The worker leads its own process group, so that whatever its engine spawned (vLLM's engine
+        # core and its workers) can be killed with it: a straggler would hold memory and our pipes.
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
+        try:
+            returncode = worker.wait()
+        finally:
+            try:
+                os.killpg(worker.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         done = sum(run.stage(plan.name).has_shard(s) for s in pending)
-        if result.returncode != 0 and done == len(pending):
-            print(f"warning: stage {plan.name}: worker exited with code {result.returncode} after writing "
+        if returncode != 0 and done == len(pending):
+            print(f"warning: stage {plan.name}: worker exited with code {returncode} after writing "
                   f"all {done} shards; continuing", file=sys.stderr)
-        elif result.returncode != 0:
+        elif returncode != 0:
             raise StageFailed(
-                f"stage {plan.name}: worker exited with code {result.returncode} after {done}/{len(pending)} "
+                f"stage {plan.name}: worker exited with code {returncode} after {done}/{len(pending)} "
                 f"pending shards; finished shards are kept, rerun the same command to resume"
             )
 
 
 def _shutdown(resource: Any) -> None:
-    """Stop a vLLM engine's core process explicitly rather than at interpreter teardown."""
-    core = getattr(getattr(resource, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        try:
-            core.shutdown()
-        except Exception:  # the shards are written; a failing shutdown must not fail the stage
-            traceback.print_exc()
+    """Stop a vLLM engine's core process explicitly rather than at interpreter teardown. The
+    engine is the resource itself or held by it as `.llm` (translators)."""
+    for candidate in (resource, getattr(resource, "llm", None)):
+        core = getattr(getattr(candidate, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception:  # the shards are written; a failing shutdown must not fail the stage
+                traceback.print_exc()
 
 
 def worker_main(spec_path: str) -> None:

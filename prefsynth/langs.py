@@ -45,6 +45,9 @@ class Language(BaseModel):
     xlmr: bool
     direction: str
     resource_level: str
+    # Where lid.176 is known to be weak for the language (few training data, close relatives), the
+    # language-ID filter's default min_prob for it; a pipeline's `thresholds` still win.
+    lid_min_prob: float | None = None
     templates: Templates | None = None
 
 

@@ -57,7 +57,7 @@ def test_every_prompt_ends_in_pairs_or_rejects_exactly_once(demo_run):
     dropped = rejects[rejects.stage == "select"]
     assert pairs.prompt_id.is_unique and dropped.prompt_id.is_unique
     assert sorted(pairs.prompt_id.tolist() + dropped.prompt_id.tolist()) == sorted(prompts.prompt_id)
-    assert len(pairs) >= 40
+    assert len(pairs) >= 25  # the language-ID filter drops the toy model's wrong-language answers
     reasons = set(zip(rejects.stage, rejects.reason))
     assert {("prompts", "bad_row"), ("prompts", "duplicate_prompt"), ("generate.tiny-chat", "prompt_too_long"),
             ("select", "no_candidates")} <= reasons

@@ -65,7 +65,7 @@ def test_filter_reasons_for_wrong_language_script_and_confidence():
     assert [r["reason"] for r in rows[:6]] == [None, "wrong_language:en", "script_mismatch:Deva", None, "lid_too_short", None]
     assert rows[0]["lid_lang"] == "pl" and rows[0]["lid_prob"] > 0.5 and rows[2]["lid_script_share"] == 0.0
     assert rows[5]["keep"]  # Hausa: lid.176 has no label, the script check passes
-    strict = _filter(["Saya suka makan nasi goreng di warung dekat rumah."], ["id"], min_prob=0.999)
+    strict = _filter(["Saya suka makan nasi goreng di warung dekat rumah."], ["id"], thresholds={"id": 0.999})
     assert strict[0]["reason"].startswith(("lid_low_confidence:", "wrong_language:"))
     relaxed = _filter(["Merci"], ["fr"], on_too_short="keep")
     assert relaxed[0]["keep"] and relaxed[0]["lid_too_short"]
@@ -79,3 +79,13 @@ def test_per_language_threshold_override():
     assert rows[0]["keep"], rows[0]
     with pytest.raises(ValueError, match="not in the registry"):
         LanguageIdFilter(type="language_id", thresholds={"xx": 0.2})
+
+
+def test_registry_default_threshold_for_languages_lid176_is_weak_on():
+    from prefsynth import langs
+
+    somali = langs.get("so").templates.system_prompt
+    (detected, prob), = langid.detect([somali])
+    assert detected == "so" and langs.get("so").lid_min_prob <= prob < 0.5
+    assert _filter([somali], ["so"])[0]["keep"]  # the record's lid_min_prob applies
+    assert not _filter([somali], ["so"], thresholds={"so": 0.9})[0]["keep"]  # the pipeline's wins

@@ -21,8 +21,14 @@ def build(tmp_path_factory, tiny_models):
     config["translate"] = {"source_language": "en", "targets": ["fr", "ja", "ar"], "model": "fixture:tiny-chat",
                            "max_tokens": 96, "engine": {"max_model_len": 512, "dtype": "float32"}}
     base = config["generators"][0]
-    config["generators"] = [dict(base, name="latin", languages=ROUTES["latin"]),
-                            dict(base, name="other", languages=ROUTES["other"], system_prompt="registry")]
+    config["generators"] = [
+        dict(base, name="latin", languages=ROUTES["latin"]),
+        dict(base, name="other", languages=ROUTES["other"], system_prompt="registry"),
+        dict(base, name="tc", languages=["fr", "ja"], strategy="translate_completions",
+             translator={"backend": "seq2seq", "model": "fixture:tiny-mt", "max_tokens": 64}),
+        dict(base, name="diverse", languages=["fr", "ja"], strategy="diverse", n=3, max_tokens=80, diverse_max_chars=48),
+    ]
+    config["report"] = {"diversity_model": "sentence-transformers/all-MiniLM-L6-v2"}
     config["filters"] = [{"type": "finish_reason"}, {"type": "language_id"}]
     path = write_config(root / "multilingual.yaml", config)
     run_dir = root / "run"
@@ -57,6 +63,34 @@ def test_translations_keep_their_source_and_are_in_the_target_language(build):
 
     detected = [code for code, _ in langid.detect(translated.mt.tolist())]
     assert detected == translated.language.tolist()
+
+
+def test_translate_completions_answer_in_the_source_language_then_translate(build):
+    run_dir, _ = build
+    prompts = pq.read_table(run_dir / "translate").to_pandas().set_index("prompt_id")
+    candidates = pq.read_table(run_dir / "translate_completions.tc").to_pandas()
+    translated = candidates[candidates.strategy == "translate_completions"]
+    direct = candidates[candidates.strategy == "in_language"]
+    assert len(translated) and len(direct)
+    assert (prompts.loc[translated.prompt_id, "origin"] == "translated").all()
+    assert (prompts.loc[direct.prompt_id, "origin"] == "source").all()
+    assert translated.source_text.notna().all() and (translated.translator == "fixture:tiny-mt").all()
+    assert translated.note.isna().all() and direct.source_text.isna().all()
+    english = pq.read_table(run_dir / "generate.tc").to_pandas()
+    assert set(english[english.strategy == "translate_completions"].note) == {"awaiting_translation"}
+
+
+def test_diverse_strategy_and_its_diversity_report(build):
+    run_dir, stdout = build
+    candidates = pq.read_table(run_dir / "generate.diverse").to_pandas()
+    diverse = candidates[candidates.strategy == "diverse"]
+    fallback = candidates[candidates.note.fillna("").str.startswith("diverse_fallback:")]
+    assert len(diverse) + len(fallback) == len(candidates) and len(candidates)
+    assert (diverse.groupby("prompt_id").size() == 3).all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {"latin/in_language", "other/in_language"} <= set(manifest["diversity"])
+    assert all(0 <= value <= 2 for value in manifest["diversity"].values())
+    assert "diversity (mean pairwise embedding distance" in stdout
 
 
 def test_routing_sends_each_language_to_its_generator(build):

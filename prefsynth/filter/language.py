@@ -29,7 +29,8 @@ def language_checks(rule: LanguageIdFilter, table: pa.Table) -> tuple[pa.Array, 
         record = langs.get(code)
         scripts[rows] = record.script
         share[rows] = langid.script_share(detections.cleaned.take(pa.array(rows)), record.script)
-        min_prob[rows] = rule.thresholds.get(code, rule.min_prob)
+        default = record.lid_min_prob if record.lid_min_prob is not None else rule.min_prob
+        min_prob[rows] = rule.thresholds.get(code, default)
         has_label[rows] = record.fasttext is not None
     checked = expected != None  # noqa: E711  (elementwise on an object array)
     detected, prob = detections.language, detections.probability

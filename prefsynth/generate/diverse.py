@@ -6,6 +6,12 @@ written in the prompt's language (the registry's `diverse_instruction` template)
 constrained with vLLM structured outputs to a JSON object `{"responses": [k strings]}`, so the k
 responses parse reliably. Where parsing still fails (cut off at `max_tokens`, empty strings, ...)
 the result says why, and the caller falls back to plain sampling.
+
+The schema is sent as compact JSON: xgrammar (vLLM's default structured-output backend) converts
+it to a grammar without optional whitespace. With `json=schema` vLLM allows any whitespace
+between tokens (an engine-wide setting, `disable_any_whitespace`), and a weak model can spend its
+whole token budget on newlines before the first response (observed with the toy model: every
+request hit max_tokens). `compact_json=False` sends `json=schema` as is.
 """
 from __future__ import annotations
 
@@ -42,21 +48,38 @@ class DiverseResult:
     finish_reason: str = ""
 
 
-def response_schema(k: int) -> dict:
-    """JSON schema of the answer: exactly k non-empty strings under "responses"."""
+def response_schema(k: int, max_chars: int | None = None) -> dict:
+    """JSON schema of the answer: exactly k non-empty strings under "responses".
+
+    max_chars bounds each response (maxLength). Note that xgrammar then allows no escape
+    sequences in the strings (so no line breaks): use it for short answers or weak models only.
+    """
+    item: dict[str, Any] = {"type": "string", "minLength": 1}
+    if max_chars is not None:
+        item["maxLength"] = max_chars
     return {
         "type": "object",
-        "properties": {
-            "responses": {
-                "type": "array",
-                "items": {"type": "string", "minLength": 1},
-                "minItems": k,
-                "maxItems": k,
-            }
-        },
+        "properties": {"responses": {"type": "array", "items": item, "minItems": k, "maxItems": k}},
         "required": ["responses"],
         "additionalProperties": False,
     }
+
+
+def structured_outputs(schema: dict, compact_json: bool = True) -> Any:
+    """vLLM structured-output constraint for `schema`: compact JSON (grammar) or json=schema."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if compact_json:
+        try:
+            import xgrammar
+        except ImportError:  # a vLLM build without xgrammar: any whitespace, as vLLM does it
+            pass
+        else:
+            grammar = xgrammar.Grammar.from_json_schema(
+                json.dumps(schema), any_whitespace=False, separators=(",", ":")
+            )
+            return StructuredOutputsParams(grammar=str(grammar))
+    return StructuredOutputsParams(json=schema)
 
 
 def instruction_template(language: str | None) -> tuple[str, str | None]:
@@ -97,7 +120,9 @@ def parse_responses(text: str, k: int) -> tuple[list[str], str | None]:
     if not text.strip():
         return [], "empty_response"
     try:
-        value = json.loads(text)  # json.loads accepts surrounding whitespace
+        # accepts surrounding whitespace; strict=False: raw control characters inside strings
+        # (which the maxLength grammar lets through) are kept rather than failing the parse
+        value = json.loads(text, strict=False)
     except json.JSONDecodeError:
         return [], "invalid_json"
     if not isinstance(value, dict) or not isinstance(value.get("responses"), list):
@@ -111,9 +136,8 @@ def parse_responses(text: str, k: int) -> tuple[list[str], str | None]:
     return texts, None
 
 
-def sampling_params(k: int, sampling: dict) -> Any:
+def sampling_params(k: int, sampling: dict, *, max_chars: int | None = None, compact_json: bool = True) -> Any:
     from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
 
     reserved = [key for key in _RESERVED if key in sampling]
     if reserved:
@@ -121,17 +145,26 @@ def sampling_params(k: int, sampling: dict) -> Any:
     if "max_tokens" not in sampling:
         raise ValueError("sampling needs max_tokens (for the whole JSON answer, all k responses)")
     return SamplingParams(
-        n=1, **sampling, structured_outputs=StructuredOutputsParams(json=response_schema(k)),
+        n=1, **sampling, structured_outputs=structured_outputs(response_schema(k, max_chars), compact_json),
     )
 
 
 def diverse_samples(
-    llm: Any, conversations: list[list[dict]], languages: list[str | None], k: int, sampling: dict
+    llm: Any,
+    conversations: list[list[dict]],
+    languages: list[str | None],
+    k: int,
+    sampling: dict,
+    *,
+    max_chars: int | None = None,
+    compact_json: bool = True,
 ) -> list[DiverseResult]:
     """One structured-output request per conversation asking for k mutually different responses.
 
     `sampling` holds temperature / top_p / max_tokens (max_tokens bounds the whole JSON answer)
-    and any other SamplingParams field except n. All requests go to `llm.chat` in one batch.
+    and any other SamplingParams field except n (no per-request seed on vLLM's CPU build).
+    `max_chars` bounds each response (see `response_schema`); `compact_json` see the module
+    docstring. All requests go to `llm.chat` in one batch.
     Prompts whose wrapped conversation does not fit the model's context are not sent
     (reason prompt_too_long). Results are in the order of `conversations`.
     """
@@ -144,7 +177,7 @@ def diverse_samples(
     from prefsynth.engine import max_model_len
     from prefsynth.generate.vllm_generate import chat_token_ids
 
-    params = sampling_params(k, sampling)
+    params = sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json)
     wrapped = [diverse_conversation(c, lang, k) for c, lang in zip(conversations, languages)]
     results = [DiverseResult(note=note) for _, note in wrapped]
     limit = max_model_len(llm)

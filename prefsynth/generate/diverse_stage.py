@@ -25,6 +25,7 @@ def diverse_candidates(generate, llm: Any, prompts: pa.Table) -> ShardOutput:
     results = diverse_samples(
         llm, [conversations[i] for i in kept], [languages[i] for i in kept], g.n,
         {"temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens * g.n},
+        max_chars=g.diverse_max_chars,
     )
     columns: dict[str, list] = {name: [] for name in (
         "candidate_id", "prompt_id", "language", "sample_index", "text", "finish_reason",
