@@ -74,7 +74,7 @@ def test_candidates_carry_provenance(demo_run):
     assert (candidates.seed == 0).all() and (candidates.seed_scope == "engine").all()
     assert (candidates.strategy == "in_language").all()
     params = json.loads(candidates.sampling_params.iloc[0])
-    assert params == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 160, "stop": [], "ignore_eos": False, "system_prompt": "keep"}
+    assert params == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 160, "stop": [], "ignore_eos": False, "system_prompt": "keep", "strategy": "in_language"}
     assert set(candidates.finish_reason) <= {"stop", "length"}
     assert (candidates.completion_tokens > 0).all() and (candidates.prompt_tokens > 0).all()
     assert candidates.rm_score_raw.notna().all()
