@@ -27,7 +27,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 $(COMET_VENV)/.installed: pyproject.toml Makefile
 	test -x $(COMET_VENV)/bin/python || $(PYTHON) -m venv $(COMET_VENV)
 	$(COMET_VENV)/bin/python -m pip install -q -U pip
-	$(COMET_VENV)/bin/python -m pip install $$($(PYTHON) .ci/extra_requirements.py comet) $(TORCH_PIN)
+	$(PYTHON) .ci/extra_requirements.py comet > $(COMET_VENV)/requirements.txt
+	$(COMET_VENV)/bin/python -m pip install -r $(COMET_VENV)/requirements.txt $(TORCH_PIN)
 	$(COMET_VENV)/bin/python -c "import comet; print('comet venv ok')"
 	touch $@
 

@@ -2,15 +2,17 @@
 script checks, vectorised over Arrow arrays.
 
 Text is cleaned once for the whole batch with pyarrow's RE2 kernels (code blocks, inline code,
-URLs and e-mail addresses removed, whitespace and newlines collapsed: fastText rejects newlines),
-then fastText predicts one string at a time (its list input breaks with numpy 2). Script shares
-and the Simplified/Traditional Chinese split are also RE2 counts, so the only per-row Python is
-the predict call itself.
+URLs and e-mail addresses removed in one pass; newlines become spaces: fastText rejects them),
+then fastText predicts one string at a time through its binding (the Python wrapper's list input
+breaks with numpy 2). Letters per script are counted for the whole batch at once in numpy: the
+UTF-8 buffer is decoded to code points and looked up in a code point -> script table. So the
+only per-row Python is the predict call itself.
 """
 from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,26 +23,13 @@ UNDETERMINED = "und"
 # Below this many letters (CJK characters count three times) a text is too short to judge.
 MIN_LETTER_WEIGHT = 10
 
-_CLEAN = [
-    (r"(?s)```.*?(?:```|$)", " "),  # fenced code blocks (an unclosed fence runs to the end)
-    (r"`[^`\n]*`", " "),  # inline code
-    (r"(?:https?://|ftp://|www\.)\S+", " "),  # URLs
-    (r"\S+@\S+\.\w+", " "),  # e-mail addresses
-    (r"\s+", " "),  # newlines and runs of whitespace
-]
+_NOISE = (
+    r"(?s)```.*?(?:```|$)"  # fenced code blocks (an unclosed fence runs to the end)
+    r"|`[^`\n]*`"  # inline code
+    r"|(?:https?://|ftp://|www\.)\S+"  # URLs
+    r"|\S+@\S+\.\w+"  # e-mail addresses
+)
 
-# ISO 15924 -> RE2 character class.
-SCRIPT_CLASSES = {
-    "Latn": r"\p{Latin}", "Cyrl": r"\p{Cyrillic}", "Arab": r"\p{Arabic}", "Hebr": r"\p{Hebrew}",
-    "Grek": r"\p{Greek}", "Deva": r"\p{Devanagari}", "Beng": r"\p{Bengali}", "Taml": r"\p{Tamil}",
-    "Telu": r"\p{Telugu}", "Thai": r"\p{Thai}", "Ethi": r"\p{Ethiopic}", "Mymr": r"\p{Myanmar}",
-    "Khmr": r"\p{Khmer}", "Sinh": r"\p{Sinhala}", "Guru": r"\p{Gurmukhi}", "Gujr": r"\p{Gujarati}",
-    "Knda": r"\p{Kannada}", "Mlym": r"\p{Malayalam}", "Laoo": r"\p{Lao}", "Geor": r"\p{Georgian}",
-    "Armn": r"\p{Armenian}", "Kore": r"[\p{Hangul}\p{Han}]", "Jpan": r"[\p{Hiragana}\p{Katakana}\p{Han}]",
-    "Hans": r"\p{Han}", "Hant": r"\p{Han}",
-}
-_LETTERS = r"[\pL\pM]"
-_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
 
 # Characters whose Simplified and Traditional forms differ (common ones), for splitting `zh`.
 _SIMPLIFIED = "们这来个说会国学时为对发过还长开问电话经见实现东车门书马鸟鱼语读写听买卖钱银铁红绿蓝爱乐飞机场汉师应该让认识记忆觉边远进运动员号务办产业种关头点热环风气节华团结网络页码软件数据库设计标准价单复杂础样简体龙龟万与专丝严临丽举义乌乔习乡乱争亏亚亲亿仅从仓仪众优伙伟传伤伦伪余佣侠侣侥侦侧侨俭债倾偿储儿兑党兰兴兹养兽内冈册军农冯冲决况冻净减凑凤凭凯击凿刍刘则刚创删别刮制刹剂剑剧劝励劲劳势勋匀区医协卢卤卫却厂厅历厉压厌厕厘县参双变叙叠叶叹吁吓吕吗吨启吴呐呕呗呛呜咏咙响哑哗哟唤啧啬啭啮啰啸喷喽喾嗫嗳嘘嘤嘱噜"
@@ -91,17 +80,79 @@ def _as_array(texts) -> pa.Array:
 
 
 def clean(texts) -> pa.Array:
-    """Remove code, URLs and e-mail addresses; collapse whitespace (vectorised)."""
-    out = _as_array(texts)
-    for pattern, replacement in _CLEAN:
-        out = pc.replace_substring_regex(out, pattern, replacement)
-    return pc.utf8_trim_whitespace(out)
+    """Remove code, URLs and e-mail addresses; newlines become spaces (fastText reads one line;
+    it splits words on every other kind of whitespace itself). Vectorised."""
+    return pc.replace_substring(pc.replace_substring_regex(_as_array(texts), _NOISE, " "), "\n", " ")
 
 
-def script_share(texts: pa.Array, script: str) -> np.ndarray:
-    """Fraction of letters (and combining marks) in `script` (ISO 15924), per text; NaN if none."""
-    letters = pc.count_substring_regex(texts, _LETTERS).to_numpy(zero_copy_only=False).astype(float)
-    inside = pc.count_substring_regex(texts, SCRIPT_CLASSES[script]).to_numpy(zero_copy_only=False)
+# Script table: code point -> class. 0 = not a letter or mark, 1 = a letter of another script,
+# then one class per script below (RE2 script names).
+_TABLE_SCRIPTS = ["Latin", "Cyrillic", "Arabic", "Hebrew", "Greek", "Devanagari", "Bengali", "Tamil", "Telugu",
+                  "Thai", "Ethiopic", "Myanmar", "Khmer", "Sinhala", "Gurmukhi", "Gujarati", "Kannada",
+                  "Malayalam", "Lao", "Georgian", "Armenian", "Hangul", "Han", "Hiragana", "Katakana"]
+_CLASS = {name: index + 2 for index, name in enumerate(_TABLE_SCRIPTS)}
+# ISO 15924 -> the table classes that make it up.
+SCRIPT_PARTS = {
+    "Latn": ["Latin"], "Cyrl": ["Cyrillic"], "Arab": ["Arabic"], "Hebr": ["Hebrew"], "Grek": ["Greek"],
+    "Deva": ["Devanagari"], "Beng": ["Bengali"], "Taml": ["Tamil"], "Telu": ["Telugu"], "Thai": ["Thai"],
+    "Ethi": ["Ethiopic"], "Mymr": ["Myanmar"], "Khmr": ["Khmer"], "Sinh": ["Sinhala"], "Guru": ["Gurmukhi"],
+    "Gujr": ["Gujarati"], "Knda": ["Kannada"], "Mlym": ["Malayalam"], "Laoo": ["Lao"], "Geor": ["Georgian"],
+    "Armn": ["Armenian"], "Kore": ["Hangul", "Han"], "Jpan": ["Hiragana", "Katakana", "Han"],
+    "Hans": ["Han"], "Hant": ["Han"],
+}
+_CJK_CLASSES = [_CLASS[name] for name in ("Han", "Hiragana", "Katakana", "Hangul")]
+
+
+@functools.cache
+def _script_table() -> np.ndarray:
+    """uint8 class of every code point, built once with RE2's Unicode tables (about a second)."""
+    points = np.concatenate([np.arange(0, 0xD800), np.arange(0xE000, 0x110000)]).astype(np.uint32)
+    chars = pa.array([chr(p) for p in points.tolist()], pa.string())
+    table = np.zeros(0x110000, dtype=np.uint8)
+    letter = pc.match_substring_regex(chars, r"[\pL\pM]").to_numpy(zero_copy_only=False)
+    table[points[letter]] = 1
+    for name, index in _CLASS.items():
+        inside = pc.match_substring_regex(chars, rf"\p{{{name}}}").to_numpy(zero_copy_only=False) & letter
+        table[points[inside]] = index
+    return table
+
+
+def class_counts(texts: pa.Array) -> np.ndarray:
+    """(texts x classes) counts of code points per script class, decoding UTF-8 in numpy
+    (ASCII bytes take a fast path; only multi-byte characters are decoded)."""
+    texts = texts.cast(pa.large_string()) if texts.type == pa.string() else texts
+    n = len(texts)
+    width = len(_CLASS) + 2
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + n + 1]
+    if texts.buffers()[2] is None or offsets[-1] == offsets[0]:
+        return np.zeros((n, width), dtype=np.int64)
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    table = _script_table()
+    starts = np.flatnonzero((data & 0xC0) != 0x80)
+    first = data[starts]
+    classes = table[first]  # right for ASCII; multi-byte lead bytes are fixed up below
+    wide = np.flatnonzero(first >= 0xC0)
+    if len(wide):
+        at, b0 = starts[wide], first[wide].astype(np.uint32)
+        last = len(data) - 1
+        b1 = data[np.minimum(at + 1, last)].astype(np.uint32) & 0x3F
+        b2 = data[np.minimum(at + 2, last)].astype(np.uint32) & 0x3F
+        points = np.where(b0 < 0xE0, ((b0 & 0x1F) << 6) | b1, ((b0 & 0x0F) << 12) | (b1 << 6) | b2)
+        four = np.flatnonzero(b0 >= 0xF0)
+        if len(four):
+            b3 = data[np.minimum(at[four] + 3, last)].astype(np.uint32) & 0x3F
+            points[four] = ((b0[four] & 0x07) << 18) | (b1[four] << 12) | (b2[four] << 6) | b3
+        classes[wide] = table[np.minimum(points, 0x10FFFF)]
+    lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(n, dtype=np.int64) * width, lengths)
+    return np.bincount(rows + classes, minlength=n * width).reshape(n, width)
+
+
+def script_share(counts: np.ndarray, script: str) -> np.ndarray:
+    """Fraction of letters (and combining marks) in `script` (ISO 15924), per row of `counts`;
+    NaN where a text has no letters."""
+    letters = counts[:, 1:].sum(axis=1).astype(float)
+    inside = counts[:, [_CLASS[name] for name in SCRIPT_PARTS[script]]].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(letters > 0, inside / letters, np.nan)
 
@@ -121,34 +172,44 @@ class Detections:
     probability: np.ndarray  # fastText probability of that label (0.0 when too short)
     too_short: np.ndarray  # bool
     cleaned: pa.Array  # the text that was judged
+    counts: np.ndarray  # code points per script class (class_counts), for script_share
 
     def pairs(self) -> list[tuple[str, float]]:
         return list(zip(self.language.tolist(), self.probability.tolist()))
 
 
+_NOTHING = [(0.0, "__label__" + UNDETERMINED)]
+
+
+def _predict_all(strings: list[str]) -> list[tuple[float, str]]:
+    predict = model().f.predict  # the binding itself: the wrapper adds per-call checks and numpy
+    return [(predict(text, 1, 0.0, "strict") or _NOTHING)[0] for text in strings]
+
+
 def identify(texts) -> Detections:
     cleaned = clean(texts)
-    letters = pc.count_substring_regex(cleaned, _LETTERS).to_numpy(zero_copy_only=False)
-    cjk = pc.count_substring_regex(cleaned, _CJK).to_numpy(zero_copy_only=False)
-    too_short = (letters + 2 * cjk) < MIN_LETTER_WEIGHT
-    predict = model().predict
     strings = cleaned.to_pylist()
-    language = np.empty(len(strings), dtype=object)
-    probability = np.zeros(len(strings))
+    # The script counts (numpy and pyarrow, which release the GIL) run in a second thread while
+    # fastText predicts in this one: on a multi-core machine they cost no wall time.
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(class_counts, cleaned)
+        predictions = _predict_all(strings)
+        counts = pending.result()
+    letters = counts[:, 1:].sum(axis=1)
+    cjk = counts[:, _CJK_CLASSES].sum(axis=1)
+    too_short = (letters + 2 * cjk) < MIN_LETTER_WEIGHT
     mapping = _label_to_code()
-    for index, text in enumerate(strings):
-        if too_short[index]:
-            language[index] = UNDETERMINED
-            continue
-        (label,), (prob,) = predict(text, k=1)
-        label = label[9:]  # strip "__label__"
-        language[index] = mapping.get(label, label)
-        probability[index] = prob
+    probs, labels = zip(*predictions) if predictions else ((), ())
+    codes = {label: mapping.get(label[9:], label[9:]) for label in set(labels)}  # ~176 distinct labels
+    language = np.array([codes[label] for label in labels], dtype=object)
+    probability = np.asarray(probs, dtype=float)
+    language[too_short] = UNDETERMINED
+    probability[too_short] = 0.0
     chinese = language == mapping.get("zh", "zh")
     if chinese.any():
         variants = chinese_variant(cleaned.filter(pa.array(chinese)))
         language[chinese] = variants
-    return Detections(language.astype(str), np.minimum(probability, 1.0), too_short, cleaned)
+    return Detections(language.astype(str), np.minimum(probability, 1.0), too_short, cleaned, counts)
 
 
 def detect(texts: list[str]) -> list[tuple[str, float]]:

@@ -3,6 +3,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -43,12 +44,23 @@ def test_hard_cases_code_urls_newlines_and_short_text():
 def test_chinese_is_split_by_script_and_cleaning_removes_code_and_urls():
     assert [c for c, _ in langid.detect(["我们这个学期学习中文，老师说我们进步很快。", "我們這個學期學習中文，老師說我們進步很快。"])] == ["zh-Hans", "zh-Hant"]
     cleaned = langid.clean(["```python\nprint('hello world')\n```\nVoir https://example.org/x?q=1 ou écrire à a@b.fr\tmerci"]).to_pylist()
-    assert cleaned == ["Voir ou écrire à merci"]
+    assert [" ".join(text.split()) for text in cleaned] == ["Voir ou écrire à merci"]
+    assert "\n" not in cleaned[0]
 
 
 def _filter(texts, languages, **options):
     table = pa.table({"text": texts, "language": languages, "score": [1.0] * len(texts)})
     return apply_filters(table, [LanguageIdFilter(type="language_id", **options)], "score").to_pylist()
+
+
+def test_script_counts_decode_utf8_in_numpy():
+    texts = pa.array(["abc", "", "Привет мир", "नमस्ते", "日本語とカタカナ", "한국어 ok", "😀 1 2", "mixed Ωmega"])
+    counts = langid.class_counts(langid.clean(texts).slice(1))  # a sliced array has an offset
+    shares = {script: langid.script_share(counts, script) for script in ("Latn", "Cyrl", "Deva", "Jpan", "Kore", "Grek")}
+    assert shares["Cyrl"][1] == 1.0 and shares["Deva"][2] == 1.0 and shares["Jpan"][3] == 1.0
+    assert shares["Kore"][4] == 3 / 5 and shares["Latn"][4] == 2 / 5
+    assert np.isnan(shares["Latn"][0]) and np.isnan(shares["Latn"][5])  # no letters at all
+    assert shares["Grek"][6] == 1 / 10 and shares["Latn"][6] == 9 / 10
 
 
 def test_filter_reasons_for_wrong_language_script_and_confidence():

@@ -25,7 +25,7 @@ def test_registry_covers_aya_23_and_scarce_languages():
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.code)
 def test_record_is_complete_and_consistent(record):
     assert record.name and record.native_name
-    assert record.script in langid.SCRIPT_CLASSES, f"{record.script} is not a script prefsynth can check"
+    assert record.script in langid.SCRIPT_PARTS, f"{record.script} is not a script prefsynth can check"
     assert record.fasttext is None or record.fasttext in langid.labels()
     assert record.flores200 == record.nllb and record.flores200.count("_") == 1
     assert record.direction in {"ltr", "rtl"} and record.resource_level in {"high", "medium", "low"}

@@ -28,7 +28,7 @@ def language_checks(rule: LanguageIdFilter, table: pa.Table) -> tuple[pa.Array, 
         rows = np.flatnonzero(expected == code)
         record = langs.get(code)
         scripts[rows] = record.script
-        share[rows] = langid.script_share(detections.cleaned.take(pa.array(rows)), record.script)
+        share[rows] = langid.script_share(detections.counts[rows], record.script)
         default = record.lid_min_prob if record.lid_min_prob is not None else rule.min_prob
         min_prob[rows] = rule.thresholds.get(code, default)
         has_label[rows] = record.fasttext is not None
@@ -42,13 +42,14 @@ def language_checks(rule: LanguageIdFilter, table: pa.Table) -> tuple[pa.Array, 
     unsure = judged & has_label & (detected == expected) & (prob < min_prob)
 
     reason = np.full(n, None, dtype=object)
-    for mask, text in (
-        (unsure, np.char.add("lid_low_confidence:", detected.astype(str))),
-        (wrong_language, np.char.add("wrong_language:", detected.astype(str))),
-        (wrong_script, np.char.add("script_mismatch:", scripts.astype(str))),
-        (too_short, np.full(n, "lid_too_short")),
-    ):  # applied in reverse priority: later assignments win
-        reason[mask] = text[mask]
+    for mask, prefix, values in (
+        (unsure, "lid_low_confidence:", detected),
+        (wrong_language, "wrong_language:", detected),
+        (wrong_script, "script_mismatch:", scripts),
+        (too_short, "lid_too_short", None),
+    ):  # applied in reverse priority: later assignments win; strings built for failing rows only
+        rows = np.flatnonzero(mask)
+        reason[rows] = [prefix + str(v) for v in values[rows]] if values is not None else prefix
     failed = reason != None  # noqa: E711
     columns = {
         "lid_lang": pa.array(detected, pa.string()),
