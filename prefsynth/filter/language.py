@@ -9,6 +9,7 @@ script check only; prompts without a language are not checked.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,21 +19,22 @@ from prefsynth.config import LanguageIdFilter
 
 def language_checks(rule: LanguageIdFilter, table: pa.Table) -> tuple[pa.Array, pa.Array, dict[str, pa.Array]]:
     detections = langid.identify(table["text"])
-    expected = np.asarray(table["language"].to_pylist(), dtype=object)
+    expected = table["language"].to_numpy(zero_copy_only=False).astype(object)
+    language_index, language_codes = pd.factorize(expected)  # integer compares per language
     n = table.num_rows
     share = np.full(n, np.nan)
     min_prob = np.full(n, rule.min_prob)
     has_label = np.zeros(n, dtype=bool)
     scripts = np.empty(n, dtype=object)
-    for code in {c for c in expected if c is not None}:
-        rows = np.flatnonzero(expected == code)
+    for index, code in enumerate(language_codes):
+        rows = np.flatnonzero(language_index == index)
         record = langs.get(code)
         scripts[rows] = record.script
         share[rows] = langid.script_share(detections.counts[rows], record.script)
         default = record.lid_min_prob if record.lid_min_prob is not None else rule.min_prob
         min_prob[rows] = rule.thresholds.get(code, default)
         has_label[rows] = record.fasttext is not None
-    checked = expected != None  # noqa: E711  (elementwise on an object array)
+    checked = language_index >= 0  # factorize gives -1 where the prompt has no language
     detected, prob = detections.language, detections.probability
 
     too_short = checked & detections.too_short & (rule.on_too_short == "drop")
