@@ -7,6 +7,7 @@ then dataset/ is written from export's shards.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +111,9 @@ class Pipeline:
         return stable_hash({"stage": PROMPTS_STAGE, "sources": sources, "limit": limit, "shard_size": self.config.shard_size,
                             "balance": balance, "seed": self.config.seed})
 
-    def plan(self, limit: int | None = None) -> list[StagePlan]:
+    def plan(self, limit: int | None = None, prompts_hash: str | None = None) -> list[StagePlan]:
         cfg = self.config
-        hashes = {PROMPTS_STAGE: self.prompts_hash(limit)}
+        hashes = {PROMPTS_STAGE: prompts_hash or self.prompts_hash(limit)}
         plans: list[StagePlan] = []
 
         prompt_set = PROMPTS_STAGE
@@ -153,8 +154,8 @@ class Pipeline:
         started = time.perf_counter()
         executor = executor or LocalExecutor(progress=progress)
         run = RunDir(run_dir)
-        plans = self.plan(limit)
-        prompts_hash = self.prompts_hash(limit)
+        prompts_hash = self.prompts_hash(limit)  # reads every source file: once per build
+        plans = self.plan(limit, prompts_hash)
         run.write_manifest(
             pipeline=self.config.name,
             config=self.config.model_dump(mode="json"),
@@ -183,7 +184,8 @@ class Pipeline:
         export = plans[-1]
         marker = {"export_hash": export.hash}
         current = run.dataset_path / "_dataset.json"
-        if export_changed or not current.exists() or stable_hash(marker) != stable_hash(_read_marker(current)):
+        written = json.loads(current.read_text()).get("export_hash") if current.exists() else None
+        if export_changed or written != export.hash:
             rejects = sorted(p for name in [PROMPTS_STAGE] + [pl.name for pl in plans] for p in run.stage(name).rejects())
             write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker)
         result.coverage = coverage(run, translated_stage="translate" if self.config.translate else None)
@@ -223,23 +225,15 @@ class Pipeline:
     def _summary(run: RunDir, name: str, shards: list[int], computed: int, wall_s: float) -> StageSummary:
         stage = run.stage(name)
         rows = sum(pq.read_metadata(stage.shard_path(s)).num_rows for s in shards if stage.has_shard(s))
-        reasons: dict[str, int] = {}
-        for path in stage.rejects():
-            for value in pq.read_table(path, columns=["reason"])["reason"].to_pylist():
-                reasons[value] = reasons.get(value, 0) + 1
+        columns = [pq.read_table(path, columns=["reason"])["reason"] for path in stage.rejects()]
         if name == "filter" and shards:
             table = pa.concat_tables(stage.read_shard(s).select(["keep", "reason"]) for s in shards)
-            dropped = table.filter(pc.invert(table["keep"]))["reason"].to_pylist()
-            for value in dropped:
-                reasons[value] = reasons.get(value, 0) + 1
+            columns.append(table.filter(pc.invert(table["keep"]))["reason"])
+        reasons: dict[str, int] = {}
+        if columns:
+            for item in pc.value_counts(pa.chunked_array(columns, pa.string())).to_pylist():
+                reasons[item["values"]] = item["counts"]
         return StageSummary(name, len(shards), computed, rows, reasons, round(wall_s, 3))
-
-
-def _read_marker(path: Path) -> dict:
-    import json
-
-    data = json.loads(path.read_text())
-    return {"export_hash": data.get("export_hash")}
 
 
 __all__ = ["Pipeline", "BuildResult", "StageSummary", "schemas"]

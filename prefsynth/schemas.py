@@ -119,10 +119,6 @@ REJECTS = pa.schema(
 )
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
 def from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Build a table of `schema` from dicts; missing fields are null."""
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
@@ -130,17 +126,3 @@ def from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 def rejects_table(rows: list[dict]) -> pa.Table:
     return from_rows(rows, REJECTS)
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Check `table` has every column of `schema` with a castable type; return it in schema order,
-    with any extra columns (judge scores, filter flags) kept after them."""
-    missing = [name for name in schema.names if name not in table.column_names]
-    if missing:
-        raise ValueError(f"table is missing columns {missing} (has {table.column_names})")
-    ordered = [table.column(name).cast(schema.field(name).type) for name in schema.names]
-    extra = [name for name in table.column_names if name not in schema.names]
-    return pa.Table.from_arrays(
-        ordered + [table.column(name) for name in extra],
-        names=list(schema.names) + extra,
-    )

@@ -31,7 +31,6 @@ class ShardOutput:
 
 class Op:
     uses_model: ClassVar[bool] = False
-    unit: ClassVar[str] = "prompts"  # what progress bars count
 
     def config(self) -> dict[str, Any]:
         """JSON-able config: hashed for resume, and enough for from_spec to rebuild the op."""

@@ -51,7 +51,6 @@ def apply_filters(table: pa.Table, rules: list, score_column: str) -> pa.Table:
 
 
 class FilterCandidates(Op):
-    unit = "candidates"
 
     def __init__(self, rules: list, score_column: str):
         self.rules, self.score_column = list(rules), score_column

@@ -45,7 +45,6 @@ class TranslateCompletions(Op):
     """Second half of translate_completions: translate awaiting answers into their prompt's language."""
 
     uses_model = True
-    unit = "candidates"
 
     def __init__(self, generator_name: str, translator: Translator):
         self.generator_name, self.translator = generator_name, translator
@@ -72,14 +71,17 @@ class TranslateCompletions(Op):
         failed, rejects = [], []
         for (source, target), group in candidates[awaiting].groupby(["src_language", "language"]):
             results = translate_protected(translator, group["text"].tolist(), source, target)
-            for index, (text, reason) in zip(group.index, results):
-                if reason is None:
-                    candidates.loc[index, ["text", "note", "translator"]] = [text, None, self.translator.model]
-                else:
+            ok = [text is not None for text, _ in results]
+            done = group.index[ok]
+            candidates.loc[done, "text"] = [text for text, _ in results if text is not None]
+            candidates.loc[done, "note"] = None
+            candidates.loc[done, "translator"] = self.translator.model
+            for index, (_, reason) in zip(group.index, results):
+                if reason is not None:
                     failed.append(index)
                     rejects.append({"stage": f"translate_completions.{self.generator_name}",
-                                    "prompt_id": candidates.loc[index, "prompt_id"],
-                                    "candidate_id": candidates.loc[index, "candidate_id"],
+                                    "prompt_id": candidates.at[index, "prompt_id"],
+                                    "candidate_id": candidates.at[index, "candidate_id"],
                                     "reason": reason.split(":")[0], "detail": f"{source} -> {target}: {reason}"})
         candidates = candidates.drop(index=failed)[list(schemas.CANDIDATES.names)]
         table = pa.Table.from_pandas(candidates, schema=schemas.CANDIDATES, preserve_index=False)

@@ -95,7 +95,6 @@ def vllm_scores(llm: Any, token_ids: list[list[int]]) -> np.ndarray:
 
 class RewardModelScore(Op):
     uses_model = True
-    unit = "candidates"
 
     def __init__(self, judge: RewardModelJudge, seed: int):
         self.judge, self.seed = judge, seed

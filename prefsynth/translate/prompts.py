@@ -131,16 +131,15 @@ class TranslatePrompts(Op):
                     continue
                 messages = [dict(m, content=t) for m, t in zip(original["messages"], translated[i])]
                 candidates.append((original, messages))
+            detected = np.full(len(candidates), target, dtype=object)
             if cfg.check_language and langs.get(target).fasttext and candidates:
                 last_user = [next(m["content"] for m in reversed(ms) if m["role"] == "user") for _, ms in candidates]
                 found = langid.identify(last_user)
-                wrong = (found.language != target) & ~found.too_short
-            else:
-                wrong = np.zeros(len(candidates), dtype=bool)
-            for (original, messages), is_wrong, index in zip(candidates, wrong, range(len(candidates))):
-                if is_wrong:
+                detected = np.where(found.too_short, target, found.language)
+            for (original, messages), language in zip(candidates, detected):
+                if language != target:
                     rejects.append({"stage": STAGE, "prompt_id": original["prompt_id"], "reason": "translation_wrong_language",
-                                    "detail": f"-> {target}: language ID says {found.language[index]}"})
+                                    "detail": f"-> {target}: language ID says {language}"})
                     continue
                 src = next(m["content"] for m in reversed(original["messages"]) if m["role"] == "user")
                 mt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
