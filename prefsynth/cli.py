@@ -68,13 +68,14 @@ def print_summary(result) -> None:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stage.rejects.items())) or "-"
         table.add_row(stage.name, f"{stage.computed}/{stage.shards}", str(stage.rows), reasons, f"{stage.wall_s:.1f}")
     out.print(table)
-    if result.coverage is not None and len(result.coverage):
-        languages = Table(title="coverage per language")
-        for column in result.coverage.columns:
-            languages.add_column(column)
-        for row in result.coverage.itertuples(index=False):
-            languages.add_row(*map(str, row))
-        out.print(languages)
+    for title, frame in (("coverage per language", result.coverage), ("judge agreement per language", result.agreement)):
+        if frame is not None and len(frame) and len(frame.columns) > 2:
+            languages = Table(title=title)
+            for column in frame.columns:
+                languages.add_column(column)
+            for row in frame.itertuples(index=False):
+                languages.add_row(*map(str, row))
+            out.print(languages)
     if result.diversity:
         out.print("diversity (mean pairwise embedding distance per prompt): "
                   + ", ".join(f"{k}: {v:.3f}" for k, v in result.diversity.items()))

@@ -180,7 +180,57 @@ class RewardModelJudge(ModelRef):
         return f"{self.name}_score_raw"
 
 
-Judge = Annotated[Union[RewardModelJudge], Field(discriminator="type")]
+class LlmJudge(ModelRef):
+    """An instruction model on vLLM as judge (JSON-constrained verdicts). Adds `{name}_score_raw`,
+    one `{name}_{aspect}` column per rubric aspect, `{name}_rationale`, and for unparseable
+    verdicts `{name}_error` (the reason) and `{name}_output` (the raw text); their score is null."""
+
+    type: Literal["llm_judge"]
+    name: str = Field("llm", pattern=r"^[A-Za-z0-9_]+$", description="Column prefix and stage name.")
+    mode: Literal["pointwise", "pairwise"] = Field(
+        "pointwise", description="pointwise: score each candidate; pairwise: compare every pair of a prompt's "
+        "candidates in both orders (position bias cancels), score = share of comparisons won (ties 0.5).",
+    )
+    rubric: Literal["overall", "ultrafeedback", "menlo"] = Field(
+        "overall", description="overall: one 1-10 score (AIR); ultrafeedback: instruction_following, honesty, "
+        "truthfulness, helpfulness (1-5); menlo: fluency, tone, localized_tone, localized_factuality (1-5).",
+    )
+    rubric_language: Literal["en", "prompt"] = Field(
+        "en", description="en: English instructions naming the prompt's language; prompt: the registry's "
+        "in-language judge_rubric template (rubric overall, pointwise only).",
+    )
+    aspect_weights: dict[str, float] | None = Field(
+        None, description="Weights of the rubric's aspects in `{name}_score_raw`; null: their plain mean.",
+    )
+    max_tokens: int = Field(256, ge=16, description="Token budget of one verdict (JSON with rationale).")
+    max_rationale_chars: int = Field(300, ge=1, description="Cap on the rationale, so verdicts fit max_tokens.")
+    temperature: float = Field(0.0, ge=0, description="0: greedy verdicts.")
+    engine: Engine = Field(default_factory=Engine)
+
+    @property
+    def score_column(self) -> str:
+        return f"{self.name}_score_raw"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LlmJudge":
+        from prefsynth.judge.rubrics import columns
+
+        if self.rubric_language == "prompt" and (self.rubric != "overall" or self.mode != "pointwise"):
+            raise ValueError("rubric_language: prompt needs rubric overall and mode pointwise (the registry "
+                             "holds one in-language rubric per language)")
+        if self.mode == "pairwise" and self.rubric != "overall":
+            raise ValueError("mode pairwise judges overall quality: set rubric overall")
+        if self.aspect_weights is not None:
+            unknown = sorted(set(self.aspect_weights) - set(columns(self.rubric)))
+            if unknown:
+                raise ValueError(f"aspect_weights names {unknown}, not aspects of rubric {self.rubric!r}: "
+                                 f"{columns(self.rubric)}")
+            if sum(self.aspect_weights.values()) <= 0 or min(self.aspect_weights.values()) < 0:
+                raise ValueError("aspect_weights must be non-negative and not all zero")
+        return self
+
+
+Judge = Annotated[Union[RewardModelJudge, LlmJudge], Field(discriminator="type")]
 
 
 class FinishReasonFilter(Strict):
@@ -238,10 +288,48 @@ class Selector(Strict):
     """How scored candidates become pairs. Full selectors (mu_sigma, margin, rso, ampo) come later."""
 
     method: Literal["best_worst"] = Field("best_worst", description="chosen = highest, rejected = lowest score.")
-    score: str | None = Field(None, description="Score column; null: the first judge's score column.")
+    score: str | None = Field(
+        None, description="Score column (a judge's, a calibrated one, or the ensemble's); null: the ensemble's score "
+        "when there is one, else the first judge's score column.",
+    )
     min_margin: float = Field(
         0.0, ge=0, description="Prompts whose best-worst margin is <= this are dropped (0: ties only)."
     )
+
+
+class Calibration(Strict):
+    """Normalise a score column: prompt_z (z-score within the prompt's candidates), language_z
+    (z-score within the language, over all shards) or language_rank (percentile rank in [0, 1]
+    within the language). Adds `{judge}_score_{method}` (for `{judge}_score_raw`) or
+    `{column}_{method}`; the raw column stays."""
+
+    column: str = Field(description="A judge column, e.g. rm_score_raw or uf_helpfulness.")
+    method: Literal["prompt_z", "language_z", "language_rank"]
+
+
+class Ensemble(Strict):
+    """Combine judges into `{name}_score`, keeping `{name}_variance` (weighted population variance
+    across the judges) and `{name}_judges` (how many scored the candidate)."""
+
+    name: str = Field("ensemble", pattern=r"^[A-Za-z0-9_]+$")
+    columns: dict[str, float] = Field(
+        description="Judge column -> weight, e.g. {rm_score_raw: 1, llm_score_raw: 1} or per-aspect columns "
+        "{uf_helpfulness: 2, uf_honesty: 1}.",
+    )
+    method: Literal["mean", "median"] = Field("mean", description="Weighted mean, or median (equal weights only).")
+    normalize: Literal["none", "prompt_z", "language_z", "language_rank"] = Field(
+        "prompt_z", description="Normalise each column before combining (judges score on different scales).",
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> "Ensemble":
+        if len(self.columns) < 2:
+            raise ValueError("an ensemble needs at least two columns")
+        if min(self.columns.values()) < 0 or sum(self.columns.values()) <= 0:
+            raise ValueError("weights must be non-negative and not all zero")
+        if self.method == "median" and len(set(self.columns.values())) > 1:
+            raise ValueError("method median ignores weights: give every column the same weight, or use mean")
+        return self
 
 
 class Export(Strict):
@@ -343,6 +431,8 @@ class PipelineConfig(Strict):
     translate: Translate | None = Field(None, description="Prompt translation (optional).")
     generators: list[Generator] = Field(min_length=1)
     judges: list[Judge] = Field(min_length=1, description="At least one judge gives the selector a score.")
+    calibration: list[Calibration] = Field(default_factory=list, description="Score normalisations (optional).")
+    ensemble: Ensemble | None = Field(None, description="Combine several judges into one score (optional).")
     filters: list[Filter] = Field(default_factory=list)
     selector: Selector = Field(default_factory=Selector)
     export: Export = Field(default_factory=Export)
@@ -358,12 +448,32 @@ class PipelineConfig(Strict):
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise ValueError(f"{kind} names must be unique; repeated: {duplicated}")
-        columns = [judge.score_column for judge in self.judges]
+        from prefsynth.judge.calibrate import output_column
+
+        judge_columns = [column for judge in self.judges for column in judge_columns_of(judge)]
+        for item in self.calibration:
+            if item.column not in judge_columns:
+                raise ValueError(f"calibration column {item.column!r} is not a judge column; have {judge_columns}")
+        for column in self.ensemble.columns if self.ensemble else []:
+            if column not in judge_columns:
+                raise ValueError(f"ensemble column {column!r} is not a judge column; have {judge_columns}")
+        scores = [judge.score_column for judge in self.judges]
+        scores += [output_column(c.column, c.method) for c in self.calibration]
+        scores += [f"{self.ensemble.name}_score"] if self.ensemble else []
         if self.selector.score is None:
-            self.selector.score = columns[0]
-        elif self.selector.score not in columns:
-            raise ValueError(f"selector.score {self.selector.score!r} is not a judge column; have {columns}")
+            self.selector.score = scores[-1] if self.ensemble else scores[0]
+        elif self.selector.score not in scores + judge_columns:
+            raise ValueError(f"selector.score {self.selector.score!r} is not a score column; have {scores}")
         return self
+
+
+def judge_columns_of(judge: "RewardModelJudge | LlmJudge") -> list[str]:
+    """The numeric columns a judge adds (its score, and its rubric's aspects)."""
+    if judge.type == "llm_judge" and judge.rubric != "overall":
+        from prefsynth.judge.rubrics import columns
+
+        return [judge.score_column] + [f"{judge.name}_{aspect}" for aspect in columns(judge.rubric)]
+    return [judge.score_column]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Kept to engine construction only: batching and scheduling are vLLM's job.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -47,3 +48,24 @@ def make_llm(model: str, engine: Engine, *, seed: int, runner: str | None = None
 
 def max_model_len(llm: Any) -> int:
     return llm.llm_engine.model_config.max_model_len
+
+
+def structured_outputs(schema: dict, compact_json: bool = True) -> Any:
+    """vLLM structured-output constraint for `schema`: compact JSON (grammar) or json=schema.
+
+    Compact JSON: xgrammar converts the schema to a grammar without optional whitespace. With
+    `json=schema` vLLM allows any whitespace, and small models can spend their whole token budget
+    on it."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if compact_json:
+        try:
+            import xgrammar
+        except ImportError:  # a vLLM build without xgrammar: any whitespace, as vLLM does it
+            pass
+        else:
+            grammar = xgrammar.Grammar.from_json_schema(
+                json.dumps(schema), any_whitespace=False, separators=(",", ":")
+            )
+            return StructuredOutputsParams(grammar=str(grammar))
+    return StructuredOutputsParams(json=schema)

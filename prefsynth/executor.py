@@ -76,6 +76,15 @@ def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: An
                 bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
 
 
+def fit_inputs(run: RunDir, plan: StagePlan, shards: list[int]) -> None:
+    """Stages with statistics over the whole input (per-language calibration) see the columns
+    they name from every shard, finished or not, before any shard is processed."""
+    columns = plan.op.fit_columns() if hasattr(plan.op, "fit_columns") else []
+    if columns:
+        tables = [pq.read_table(run.stage(name).shard_path(s), columns=columns) for s in shards for name in plan.inputs]
+        plan.op.fit(pa.concat_tables(tables, promote_options="default"))
+
+
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGKILL when the build process dies, so no orphan holds a model."""
     try:
@@ -96,6 +105,7 @@ class LocalExecutor:
         pending = [s for s in shards if not stage.has_shard(s)]
         if not pending:
             return []
+        fit_inputs(run, plan, shards)
         if plan.op.uses_model:
             self._run_worker(run, plan, pending)
         else:

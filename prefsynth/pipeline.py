@@ -25,9 +25,12 @@ from prefsynth.export.pairs import ExportPairs, write_dataset
 from prefsynth.filter.rules import FilterCandidates
 from prefsynth.generate.translated import TranslateCompletions
 from prefsynth.generate.vllm_generate import Generate
+from prefsynth.judge.calibrate import Calibrate
+from prefsynth.judge.llm import LlmJudgeScore
 from prefsynth.judge.reward import RewardModelScore
 from prefsynth.prompts import load_prompts
 from prefsynth.prompts.normalize import balance_prompts
+from prefsynth.report.agreement import agreement
 from prefsynth.report.coverage import coverage, strategy_diversity
 from prefsynth.runs import RunDir, package_versions, stable_hash, write_parquet_atomic
 from prefsynth.select.best_worst import SelectPairs
@@ -61,6 +64,7 @@ class BuildResult:
     wall_s: float = 0.0
     coverage: Any = None  # pandas DataFrame, one row per language (report/coverage.py)
     diversity: dict[str, float] | None = None  # generator/strategy -> mean pairwise embedding distance
+    agreement: Any = None  # pandas DataFrame, one row per language (report/agreement.py); empty without a reward model
 
     @property
     def dataset_dir(self) -> Path:
@@ -140,8 +144,12 @@ class Pipeline:
             generators.append(name)
         previous = generators
         for judge in cfg.judges:
-            add(StagePlan(f"judge.{judge.name}", RewardModelScore(judge, cfg.seed), previous))
+            op = LlmJudgeScore(judge, cfg.seed) if judge.type == "llm_judge" else RewardModelScore(judge, cfg.seed)
+            add(StagePlan(f"judge.{judge.name}", op, previous))
             previous = [f"judge.{judge.name}"]
+        if cfg.calibration or cfg.ensemble:
+            add(StagePlan("calibrate", Calibrate(cfg.calibration, cfg.ensemble), previous))
+            previous = ["calibrate"]
         add(StagePlan("filter", FilterCandidates(cfg.filters, cfg.selector.score), previous))
         add(StagePlan("select", SelectPairs(cfg.selector), ["filter"]))
         add(StagePlan("export", ExportPairs(cfg.export, cfg.selector.score), ["select"], {"candidates": "filter"}))
@@ -189,6 +197,7 @@ class Pipeline:
             rejects = sorted(p for name in [PROMPTS_STAGE] + [pl.name for pl in plans] for p in run.stage(name).rejects())
             write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker)
         result.coverage = coverage(run, translated_stage="translate" if self.config.translate else None)
+        result.agreement = self.agreement(run)
         if self.config.report.diversity_model:
             result.diversity = strategy_diversity(run, self.config.report.diversity_model)
         result.wall_s = time.perf_counter() - started
@@ -197,8 +206,15 @@ class Pipeline:
             summary=[s.__dict__ for s in result.stages],
             coverage=result.coverage.to_dict(orient="records"),
             diversity=result.diversity,
+            agreement=result.agreement.to_dict(orient="records"),
         )
         return result
+
+    def agreement(self, run: RunDir):
+        """Judge agreement per language: the first reward model against every other judge."""
+        reward = [j.score_column for j in self.config.judges if j.type == "reward_model"]
+        others = [j.score_column for j in self.config.judges if j.score_column not in reward[:1]]
+        return agreement(run, reward[0] if reward else None, others)
 
     def _prompts(self, run: RunDir, prompts_hash: str, limit: int | None) -> bool:
         stage = run.stage(PROMPTS_STAGE)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefsynth import langs
+from prefsynth.engine import structured_outputs
 
 FALLBACK_NOTE = "english_template_fallback"
 FALLBACK_LANGUAGE = "en"
@@ -63,23 +64,6 @@ def response_schema(k: int, max_chars: int | None = None) -> dict:
         "required": ["responses"],
         "additionalProperties": False,
     }
-
-
-def structured_outputs(schema: dict, compact_json: bool = True) -> Any:
-    """vLLM structured-output constraint for `schema`: compact JSON (grammar) or json=schema."""
-    from vllm.sampling_params import StructuredOutputsParams
-
-    if compact_json:
-        try:
-            import xgrammar
-        except ImportError:  # a vLLM build without xgrammar: any whitespace, as vLLM does it
-            pass
-        else:
-            grammar = xgrammar.Grammar.from_json_schema(
-                json.dumps(schema), any_whitespace=False, separators=(",", ":")
-            )
-            return StructuredOutputsParams(grammar=str(grammar))
-    return StructuredOutputsParams(json=schema)
 
 
 def instruction_template(language: str | None) -> tuple[str, str | None]:
