@@ -230,7 +230,46 @@ class LlmJudge(ModelRef):
         return self
 
 
-Judge = Annotated[Union[RewardModelJudge, LlmJudge], Field(discriminator="type")]
+class CometModel(Strict):
+    """A COMET model, run by unbabel-comet in its own environment (.venv-comet)."""
+
+    model: str = Field(
+        "Unbabel/wmt22-cometkiwi-da",
+        description="Hub name (reference-free QE such as Unbabel/wmt22-cometkiwi-da for translations without "
+        "references), a folder with checkpoints/model.ckpt, a .ckpt file, or fixture:tiny-comet-qe.",
+    )
+    batch_size: int = Field(16, ge=1, description="Segments per COMET forward pass (length-sorted batches).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU when COMET's torch sees one.")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str, info: ValidationInfo) -> str:
+        return models.check_comet_ref(value, _base_dir(info))
+
+
+class TranslationQuality(CometModel):
+    """Score translated prompts (src -> mt) with COMET; drop those under `min_score`."""
+
+    min_score: float | None = Field(
+        None, description="Translations scoring below this are dropped (reason comet_below:<min_score>); null: keep all, "
+        "scored. Scales differ by model: CometKiwi and wmt22-comet-da give roughly 0-1.",
+    )
+
+
+class CometJudge(CometModel):
+    """COMET on translated completions (strategy translate_completions): src = the answer before
+    translation, mt = after. Adds `{name}_score_raw`; null for candidates that were not translated.
+    Drop low scores with a `min_score` filter."""
+
+    type: Literal["comet"]
+    name: str = Field("comet", pattern=r"^[A-Za-z0-9_]+$", description="Column prefix and stage name.")
+
+    @property
+    def score_column(self) -> str:
+        return f"{self.name}_score_raw"
+
+
+Judge = Annotated[Union[RewardModelJudge, LlmJudge, CometJudge], Field(discriminator="type")]
 
 
 class FinishReasonFilter(Strict):
@@ -281,7 +320,16 @@ class LanguageIdFilter(Strict):
         return value
 
 
-Filter = Annotated[Union[FinishReasonFilter, LengthFilter, LanguageIdFilter], Field(discriminator="type")]
+class MinScoreFilter(Strict):
+    """Drop candidates whose `column` is below `min` (e.g. a COMET score of translated answers)."""
+
+    type: Literal["min_score"]
+    column: str = Field(description="A numeric candidate column, e.g. comet_score_raw.")
+    min: float
+    keep_missing: bool = Field(True, description="Keep rows without a value (e.g. answers that were not translated).")
+
+
+Filter = Annotated[Union[FinishReasonFilter, LengthFilter, LanguageIdFilter, MinScoreFilter], Field(discriminator="type")]
 
 
 class Selector(Strict):
@@ -393,6 +441,9 @@ class Translate(Translator):
     targets: list[str] = Field(min_length=1, description="Target languages (registry codes).")
     keep_source: bool = Field(True, description="Keep the untranslated prompts in the prompt set.")
     check_language: bool = Field(True, description="Reject translations that language ID says are not in the target language.")
+    quality: TranslationQuality | None = Field(
+        None, description="COMET quality estimation of the translations (and a threshold); null: not scored."
+    )
 
     @model_validator(mode="after")
     def _languages(self) -> "Translate":

@@ -144,7 +144,13 @@ class LocalExecutor:
 
 def _shutdown(resource: Any) -> None:
     """Stop a vLLM engine's core process explicitly rather than at interpreter teardown. The
-    engine is the resource itself or held by it as `.llm` (translators)."""
+    engine is the resource itself or held by it as `.llm` (translators). Other resources with a
+    `close()` (the COMET worker) are closed."""
+    if callable(getattr(resource, "close", None)):
+        try:
+            resource.close()
+        except Exception:
+            traceback.print_exc()
     for candidate in (resource, getattr(resource, "llm", None)):
         core = getattr(getattr(candidate, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):

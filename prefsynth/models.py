@@ -43,6 +43,31 @@ def check_ref(ref: str, base_dir: Path | None = None) -> str:
     )
 
 
+def check_comet_ref(ref: str, base_dir: Path | None = None) -> str:
+    """Like check_ref, for COMET checkpoints (which have checkpoints/model.ckpt, no config.json)."""
+    from prefsynth.fixtures import FIXTURES
+
+    if ref.startswith(FIXTURE_PREFIX):
+        if ref[len(FIXTURE_PREFIX):] not in FIXTURES:
+            raise ValueError(f"unknown fixture model {ref!r}; known: {sorted(FIXTURES)}")
+        return ref
+    candidate = Path(ref).expanduser()
+    if not candidate.is_absolute() and base_dir is not None:
+        candidate = base_dir / candidate
+    if candidate.exists() or ref.startswith(("/", "./", "../", "~")):
+        if candidate.is_file() and candidate.suffix == ".ckpt" or (candidate / "checkpoints" / "model.ckpt").is_file():
+            return str(candidate.resolve())
+        raise ValueError(f"COMET model path {str(candidate)!r}: expected a .ckpt file or a folder with checkpoints/model.ckpt")
+    if _HUB_ID.match(ref):
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            from huggingface_hub import try_to_load_from_cache
+
+            if not isinstance(try_to_load_from_cache(ref, "checkpoints/model.ckpt"), str):
+                raise ValueError(f"COMET model {ref!r} is not in the local Hub cache and HF_HUB_OFFLINE=1")
+        return ref
+    raise ValueError(f"COMET model {ref!r} is neither a checkpoint, a Hub id (org/name) nor fixture:NAME")
+
+
 def materialize(ref: str) -> str:
     """What to hand to vLLM / transformers: a folder path or a Hub id."""
     if ref.startswith(FIXTURE_PREFIX):

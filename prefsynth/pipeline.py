@@ -26,6 +26,7 @@ from prefsynth.filter.rules import FilterCandidates
 from prefsynth.generate.translated import TranslateCompletions
 from prefsynth.generate.vllm_generate import Generate
 from prefsynth.judge.calibrate import Calibrate
+from prefsynth.judge.comet_stage import CometCandidateScore, TranslationQualityScore
 from prefsynth.judge.llm import LlmJudgeScore
 from prefsynth.judge.reward import RewardModelScore
 from prefsynth.prompts import load_prompts
@@ -132,6 +133,9 @@ class Pipeline:
         if cfg.translate is not None:
             add(StagePlan("translate", TranslatePrompts(cfg.translate), []))
             prompt_set = "translate"
+            if cfg.translate.quality is not None:
+                add(StagePlan("translate_quality", TranslationQualityScore(cfg.translate.quality), []))
+                prompt_set = "translate_quality"
         generators = []
         for generator in cfg.generators:
             name = f"generate.{generator.name}"
@@ -144,7 +148,8 @@ class Pipeline:
             generators.append(name)
         previous = generators
         for judge in cfg.judges:
-            op = LlmJudgeScore(judge, cfg.seed) if judge.type == "llm_judge" else RewardModelScore(judge, cfg.seed)
+            op = {"llm_judge": lambda: LlmJudgeScore(judge, cfg.seed), "comet": lambda: CometCandidateScore(judge),
+                  "reward_model": lambda: RewardModelScore(judge, cfg.seed)}[judge.type]()
             add(StagePlan(f"judge.{judge.name}", op, previous))
             previous = [f"judge.{judge.name}"]
         if cfg.calibration or cfg.ensemble:

@@ -288,3 +288,39 @@ def test_truncated_verdicts_are_missing_not_defaulted(llm):
     asked = frame["t_error"].isin(["empty_candidate", "judge_input_too_long"]) == False  # noqa: E712
     assert (frame.loc[asked, "t_error"] == "truncated").all()  # 16 tokens cannot close a 300-char rationale
     assert frame["t_score_raw"].isna().all()
+
+
+# ----------------------------------------------------------------------------- reward models
+def test_reward_models_score_the_whole_conversation_system_prompt_and_history(tiny_models):
+    from prefsynth.config import RewardModelJudge
+    from prefsynth.generate.vllm_generate import chat_token_ids
+    from prefsynth.judge.reward import RewardModelScore
+
+    history = [{"role": "system", "content": "Réponds en français."},
+               {"role": "user", "content": "Quelle est la capitale de la France ?"},
+               {"role": "assistant", "content": "Paris."},
+               {"role": "user", "content": "Et celle de l'Italie ?"}]
+    prompts = pa.table({"prompt_id": ["multi", "last"], "messages": [history, history[-1:]]})
+    candidates = pa.table({"candidate_id": ["a", "b"], "prompt_id": ["multi", "last"], "text": ["Rome.", "Rome."]})
+    judge = RewardModelJudge(type="reward_model", name="rm", model="fixture:tiny-reward", backend="transformers",
+                             device="cpu", engine={"dtype": "float32"})
+    op = RewardModelScore(judge, seed=0)
+    scorer = op.load()
+    scores = op.process(scorer, ShardInput(0, prompts, candidates)).table["rm_score_raw"].to_numpy()
+    full = chat_token_ids(scorer.tokenizer, [history + [{"role": "assistant", "content": "Rome."}]], add_generation_prompt=False)
+    assert scores[0] == pytest.approx(scorer.score_ids(full, batch_size=1)[0], abs=1e-5)
+    assert abs(scores[0] - scores[1]) > 1e-4  # the history changes the reward
+
+
+def test_min_score_filter_keeps_or_drops_rows_without_a_score():
+    from prefsynth.config import MinScoreFilter
+    from prefsynth.filter.rules import apply_filters
+
+    table = pa.table({"rm_score_raw": [1.0, 1.0, 1.0], "comet_score_raw": [0.9, 0.2, None]})
+    keep = apply_filters(table, [MinScoreFilter(type="min_score", column="comet_score_raw", min=0.5)], "rm_score_raw")
+    assert keep["keep"].to_pylist() == [True, False, True]
+    assert keep["reason"].to_pylist()[1] == "below_min_score:comet_score_raw<0.5"
+    strict = MinScoreFilter(type="min_score", column="comet_score_raw", min=0.5, keep_missing=False)
+    assert apply_filters(table, [strict], "rm_score_raw")["keep"].to_pylist() == [True, False, False]
+    with pytest.raises(ValueError, match="not in the candidates"):
+        apply_filters(table, [MinScoreFilter(type="min_score", column="nope", min=0)], "rm_score_raw")

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import TypeAdapter
 
-from prefsynth.config import FinishReasonFilter, Filter, LanguageIdFilter, LengthFilter
+from prefsynth.config import FinishReasonFilter, Filter, LanguageIdFilter, LengthFilter, MinScoreFilter
 from prefsynth.filter.language import language_checks
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
@@ -28,6 +28,12 @@ def failures(rule, table: pa.Table) -> tuple[pa.Array, str | pa.Array, dict[str,
         long_ = pc.greater(chars, rule.max_chars)
         reason = pc.if_else(short, f"too_short:<{rule.min_chars}_chars", f"too_long:>{rule.max_chars}_chars")
         return pc.or_(short, long_), reason, {}
+    if isinstance(rule, MinScoreFilter):
+        if rule.column not in table.column_names:
+            raise ValueError(f"min_score filter: column {rule.column!r} is not in the candidates; have {table.column_names}")
+        below = pc.less(table[rule.column], rule.min)
+        mask = below if rule.keep_missing else pc.or_kleene(below, pc.is_null(table[rule.column]))
+        return mask, f"below_min_score:{rule.column}<{rule.min:g}", {}
     raise TypeError(f"unknown filter {rule!r}")
 
 
