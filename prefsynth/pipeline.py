@@ -201,7 +201,9 @@ class Pipeline:
         if export_changed or written != export.hash:
             rejects = sorted(p for name in [PROMPTS_STAGE] + [pl.name for pl in plans] for p in run.stage(name).rejects())
             write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker)
-        result.coverage = coverage(run, translated_stage="translate" if self.config.translate else None)
+        translated = plans[0].name if self.config.translate else None
+        translated = "translate_quality" if any(p.name == "translate_quality" for p in plans) else translated
+        result.coverage = coverage(run, translated_stage=translated)
         result.agreement = self.agreement(run)
         if self.config.report.diversity_model:
             result.diversity = strategy_diversity(run, self.config.report.diversity_model)

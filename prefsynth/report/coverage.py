@@ -19,11 +19,13 @@ def _read(run: RunDir, stage: str, columns: list[str]) -> pd.DataFrame:
 
 
 def coverage(run: RunDir, *, translated_stage: str | None = None) -> pd.DataFrame:
+    """`translated_stage`: the prompt set generators saw (after any translation quality gate)."""
     prompts = _read(run, "prompts", ["language"])
-    table = pd.DataFrame({"prompts_in": prompts["language"].fillna("und").value_counts()})
+    counts = {"prompts_in": prompts["language"].fillna("und").value_counts()}
     if translated_stage:
         translated = _read(run, translated_stage, ["language", "origin"])
-        table["translated"] = translated[translated["origin"] == "translated"]["language"].value_counts()
+        counts["translated"] = translated[translated["origin"] == "translated"]["language"].value_counts()
+    table = pd.DataFrame(counts)  # the union of languages: translation targets need not be source languages
     candidates = _read(run, "filter", ["language", "keep", "reason"])
     language = candidates["language"].fillna("und")
     table["candidates"] = language.value_counts()
