@@ -132,11 +132,26 @@ def config_reference(
 
 
 @fixtures_app.command("tiny-models")
-def tiny_models(directory: Path = typer.Argument(..., help="Where to write tiny-chat/ and tiny-reward/.")) -> None:
-    """Build the tiny chat model, reward model and tokenizer (about a minute on a CPU)."""
-    from prefsynth.fixtures import build_tiny_models
+def tiny_models(
+    directory: Path = typer.Argument(..., help="Where to write the fixture folders (tiny-chat/, tiny-reward/, ...)."),
+    group: Optional[list[str]] = typer.Option(
+        None, "--group", "-g", help="Only these groups: chat (tiny-chat, tiny-reward), mt (tiny-mt), comet "
+        "(tiny-comet, tiny-comet-qe; needs .venv-comet). Default: all, skipping comet with a warning without .venv-comet."),
+) -> None:
+    """Build the tiny offline models (a few minutes on a CPU)."""
+    from prefsynth.fixtures import FIXTURES, build_tiny_models
+    from prefsynth.judges.comet import CometUnavailable
 
-    for name, path in build_tiny_models(directory).items():
+    unknown = sorted(set(group or []) - set(FIXTURES.values()))
+    if unknown:
+        print(f"error: unknown fixture group(s) {unknown}; groups: {sorted(set(FIXTURES.values()))}", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        built = build_tiny_models(directory, groups=group or None)
+    except CometUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(1)
+    for name, path in built.items():
         out.print(f"{name}: {path}")
 
 

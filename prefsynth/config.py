@@ -213,7 +213,7 @@ class LlmJudge(ModelRef):
 
     @model_validator(mode="after")
     def _consistent(self) -> "LlmJudge":
-        from prefsynth.judge.rubrics import columns
+        from prefsynth.judges.rubrics import columns
 
         if self.rubric_language == "prompt" and (self.rubric != "overall" or self.mode != "pointwise"):
             raise ValueError("rubric_language: prompt needs rubric overall and mode pointwise (the registry "
@@ -499,7 +499,7 @@ class PipelineConfig(Strict):
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise ValueError(f"{kind} names must be unique; repeated: {duplicated}")
-        from prefsynth.judge.calibrate import output_column
+        from prefsynth.judges.calibrate import output_column
 
         judge_columns = [column for judge in self.judges for column in judge_columns_of(judge)]
         for item in self.calibration:
@@ -521,7 +521,7 @@ class PipelineConfig(Strict):
 def judge_columns_of(judge: "RewardModelJudge | LlmJudge") -> list[str]:
     """The numeric columns a judge adds (its score, and its rubric's aspects)."""
     if judge.type == "llm_judge" and judge.rubric != "overall":
-        from prefsynth.judge.rubrics import columns
+        from prefsynth.judges.rubrics import columns
 
         return [judge.score_column] + [f"{judge.name}_{aspect}" for aspect in columns(judge.rubric)]
     return [judge.score_column]

@@ -48,8 +48,9 @@ def check_comet_ref(ref: str, base_dir: Path | None = None) -> str:
     from prefsynth.fixtures import FIXTURES
 
     if ref.startswith(FIXTURE_PREFIX):
-        if ref[len(FIXTURE_PREFIX):] not in FIXTURES:
-            raise ValueError(f"unknown fixture model {ref!r}; known: {sorted(FIXTURES)}")
+        comet = sorted(FIXTURE_PREFIX + name for name, group in FIXTURES.items() if group == "comet")
+        if ref not in comet:
+            raise ValueError(f"{ref!r} is not a COMET fixture; COMET fixtures: {', '.join(comet)}")
         return ref
     candidate = Path(ref).expanduser()
     if not candidate.is_absolute() and base_dir is not None:

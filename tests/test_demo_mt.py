@@ -25,7 +25,7 @@ def build(tmp_path_factory, tiny_models):
 
 
 def test_comet_gate_scores_like_comet_predict_and_drops_low_translations(build, tmp_path):
-    from prefsynth.judge.comet import comet_python, resolve_comet_model
+    from prefsynth.judges.comet import comet_python, resolve_comet_model
 
     run_dir, _ = build
     translated = pq.read_table(run_dir / "translate").to_pandas()

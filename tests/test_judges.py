@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prefsynth.config import Calibration, ConfigError, Ensemble, LlmJudge, parse
-from prefsynth.judge import rubrics
-from prefsynth.judge.calibrate import Calibrate, combine, language_stats, output_column, prompt_z
-from prefsynth.judge.llm import LlmJudgeScore, Verdict, reconcile
+from prefsynth.judges import rubrics
+from prefsynth.judges.calibrate import Calibrate, combine, language_stats, output_column, prompt_z
+from prefsynth.judges.llm import LlmJudgeScore, Verdict, reconcile
 from prefsynth.stages import ShardInput
 from tests.conftest import demo_config
 
@@ -196,7 +196,7 @@ def test_language_calibration_does_not_depend_on_sharding():
 def test_language_rank_is_a_percentile_with_shared_ties(values):
     series = pd.Series(values)
     languages = pd.Series(["xx"] * len(values))
-    from prefsynth.judge.calibrate import language_rank
+    from prefsynth.judges.calibrate import language_rank
 
     ranks = language_rank(series, languages, language_stats(series, languages))
     assert ranks.between(0, 1).all()
@@ -294,7 +294,7 @@ def test_truncated_verdicts_are_missing_not_defaulted(llm):
 def test_reward_models_score_the_whole_conversation_system_prompt_and_history(tiny_models):
     from prefsynth.config import RewardModelJudge
     from prefsynth.generate.vllm_generate import chat_token_ids
-    from prefsynth.judge.reward import RewardModelScore
+    from prefsynth.judges.reward import RewardModelScore
 
     history = [{"role": "system", "content": "Réponds en français."},
                {"role": "user", "content": "Quelle est la capitale de la France ?"},

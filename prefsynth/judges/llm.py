@@ -25,7 +25,7 @@ from prefsynth import schemas
 from prefsynth.config import LlmJudge
 from prefsynth.engine import make_llm, max_model_len, on_cpu, structured_outputs
 from prefsynth.generate.vllm_generate import chat_token_ids, request_seed
-from prefsynth.judge import rubrics
+from prefsynth.judges import rubrics
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
 

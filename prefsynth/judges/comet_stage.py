@@ -1,6 +1,6 @@
 """COMET in the pipeline: translated prompts (a quality gate after translation) and translated
 completions (a judge column). Both hand segments to one `CometScorer`, the isolated worker in
-.venv-comet that loads the model once for the whole stage (judge/comet.py)."""
+.venv-comet that loads the model once for the whole stage (judges/comet.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +17,7 @@ PROMPT_SCORE = "mt_comet"
 
 
 def _scorer(model: Any) -> Any:
-    from prefsynth.judge.comet import CometScorer
+    from prefsynth.judges.comet import CometScorer
 
     return CometScorer(model.model, batch_size=model.batch_size, device=model.device)
 
