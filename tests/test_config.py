@@ -56,7 +56,7 @@ def test_cross_field_checks(tmp_path):
 
 def test_selector_score_must_be_a_judge_column():
     cfg = demo_config(selector={"method": "best_worst", "score": "other_score"})
-    with pytest.raises(ConfigError, match="selector.score 'other_score' is not a judge column"):
+    with pytest.raises(ConfigError, match="selector.score 'other_score' is not a score column"):
         config.parse(cfg)
 
 
