@@ -221,7 +221,8 @@ class Pipeline:
         """Judge agreement per language: the first reward model against every other judge."""
         reward = [j.score_column for j in self.config.judges if j.type == "reward_model"]
         others = [j.score_column for j in self.config.judges if j.score_column not in reward[:1]]
-        return agreement(run, reward[0] if reward else None, others)
+        pairwise = tuple(j.name for j in self.config.judges if j.type == "llm_judge" and j.mode == "pairwise")
+        return agreement(run, reward[0] if reward else None, others, pairwise)
 
     def _prompts(self, run: RunDir, prompts_hash: str, limit: int | None) -> bool:
         stage = run.stage(PROMPTS_STAGE)

@@ -324,3 +324,49 @@ def test_min_score_filter_keeps_or_drops_rows_without_a_score():
     assert apply_filters(table, [strict], "rm_score_raw")["keep"].to_pylist() == [True, False, False]
     with pytest.raises(ValueError, match="not in the candidates"):
         apply_filters(table, [MinScoreFilter(type="min_score", column="nope", min=0)], "rm_score_raw")
+
+
+def test_comet_judge_scores_translated_answers_only():
+    from prefsynth.config import CometJudge
+    from prefsynth.judges.comet import CometScorer
+    from prefsynth.judges.comet_stage import CometCandidateScore
+
+    candidates = pa.table({
+        "candidate_id": ["a", "b", "c"], "prompt_id": ["p", "p", "p"],
+        "text": ["Le chat dort.", "Direct answer.", "Il pleut."],
+        "source_text": ["The cat sleeps.", None, "It is raining."],
+    })
+    op = CometCandidateScore(CometJudge(type="comet", name="qe", model="fixture:tiny-comet-qe", batch_size=2))
+    with op.load() as scorer:
+        out = op.process(scorer, ShardInput(0, None, candidates)).table
+        expected = scorer.score([{"src": "The cat sleeps.", "mt": "Le chat dort."}, {"src": "It is raining.", "mt": "Il pleut."}])
+    scores = out["qe_score_raw"].to_pylist()
+    assert scores[1] is None
+    assert scores[0] == pytest.approx(expected[0], abs=1e-9) and scores[2] == pytest.approx(expected[1], abs=1e-9)
+
+
+def test_agreement_report_per_language(tmp_path):
+    import pyarrow.parquet as pq
+
+    from prefsynth.report.agreement import agreement
+    from prefsynth.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    folder = run.stage("filter").path
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame({
+        "prompt_id": ["p1"] * 3 + ["p2"] * 3 + ["p3"] * 2,
+        "language": ["en"] * 6 + ["hi"] * 2,
+        "reason": [None, None, "wrong_language:en", None, None, None, "script_mismatch:Deva", None],
+        "rm_score_raw": [1.0, 2.0, 3.0, 3.0, 2.0, 1.0, 5.0, 1.0],
+        "pw_score_raw": [0.0, 0.5, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0],
+        "pw_comparisons": [2, 2, 2, 2, 2, 2, 1, 1],
+        "pw_disagreements": [1, 0, 1, 0, 0, 0, 1, 1],
+    })
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "shard-00000.parquet")
+    report = agreement(run, "rm_score_raw", ["pw_score_raw"], ("pw",)).set_index("language")
+    assert report.loc["en", "rho:pw"] == pytest.approx(0.0)  # +1 in p1, -1 in p2
+    assert report.loc["en", "n:pw"] == 2 and report.loc["hi", "rho:pw"] == pytest.approx(1.0)
+    assert report.loc["en", "rm_top_removed_by_lid"] == 0.5 and report.loc["hi", "rm_top_removed_by_lid"] == 1.0
+    assert report.loc["en", "position_disagreement:pw"] == pytest.approx(2 / 12, abs=1e-4)  # rounded to 4 places
+    assert report.loc["hi", "position_disagreement:pw"] == pytest.approx(1.0)

@@ -29,14 +29,17 @@ def within_prompt_spearman(frame: pd.DataFrame, first: str, second: str) -> pd.S
     return ranks.groupby("prompt_id")[[first, second]].apply(rho)
 
 
-def agreement(run: RunDir, reward_column: str | None, other_columns: list[str]) -> pd.DataFrame:
+def agreement(run: RunDir, reward_column: str | None, other_columns: list[str],
+              pairwise_judges: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per language: prompts, rm_top_removed_by_lid (share of prompts whose reward-model
     favourite was dropped by language ID), rho:<judge> for each other judge (mean within-prompt
-    Spearman) and n:<judge>, how many prompts that mean is over."""
+    Spearman) and n:<judge>, how many prompts that mean is over; for pair-wise LLM judges,
+    position_disagreement:<judge>, the share of pairs whose two orders got different verdicts."""
     if reward_column is None:
         return pd.DataFrame()
     columns = ["prompt_id", "language", "reason", reward_column] + [c for c in other_columns if c != reward_column]
-    frame = _read(run, "filter", columns)
+    counts = [f"{judge}_{kind}" for judge in pairwise_judges for kind in ("comparisons", "disagreements")]
+    frame = _read(run, "filter", columns + counts)
     if frame.empty:
         return pd.DataFrame()
     frame["language"] = frame["language"].fillna("und")
@@ -52,5 +55,8 @@ def agreement(run: RunDir, reward_column: str | None, other_columns: list[str]) 
             judge = column.removesuffix("_score_raw")
             row[f"rho:{judge}"] = round(float(rho.mean()), 4) if len(rho) else np.nan
             row[f"n:{judge}"] = int(len(rho))
+        for judge in pairwise_judges:  # each pair is counted on both its candidates: the ratio is per pair
+            compared = group[f"{judge}_comparisons"].sum()
+            row[f"position_disagreement:{judge}"] = round(float(group[f"{judge}_disagreements"].sum() / compared), 4) if compared else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
