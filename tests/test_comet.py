@@ -177,7 +177,7 @@ def test_model_references_resolve(checkpoints, tmp_path, monkeypatch):
     assert resolve_comet_model("Unbabel/wmt22-comet-da") == "Unbabel/wmt22-comet-da"
     with pytest.raises(ValueError, match="not a COMET fixture"):
         resolve_comet_model("fixture:tiny-chat")
-    with pytest.raises(ValueError, match="expected a .ckpt file"):
+    with pytest.raises(ValueError, match="has no checkpoints/model.ckpt"):
         resolve_comet_model(str(tmp_path))
 
 

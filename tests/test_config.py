@@ -77,7 +77,7 @@ def test_hub_ids_are_accepted_offline_only_when_cached(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert config.parse(cfg).generators[0].model == "some-org/some-model"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConfigError, match="not in the local cache"):
+    with pytest.raises(ConfigError, match="not in the local Hub cache"):
         config.parse(cfg)
 
 
