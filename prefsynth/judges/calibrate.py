@@ -27,7 +27,7 @@ from prefsynth.stages import Op, ShardInput, ShardOutput
 
 def _z(values: pd.Series, groups: pd.Series) -> pd.Series:
     grouped = values.groupby(groups, dropna=False)
-    mean, std = grouped.transform("mean"), grouped.transform(lambda v: v.std(ddof=0))
+    mean, std = grouped.transform("mean"), grouped.transform("std", ddof=0)
     # one candidate, or all equal: no spread to normalise by; they sit at the centre
     return ((values - mean) / std.where(std > 0)).where(std > 0, 0.0).where(values.notna())
 
@@ -50,8 +50,8 @@ def language_stats(values: pd.Series, languages: pd.Series) -> dict[str, dict]:
 
 def language_z(values: pd.Series, languages: pd.Series, stats: dict[str, dict]) -> pd.Series:
     codes = languages.fillna("")
-    mean = codes.map(lambda c: stats.get(c, {}).get("mean", np.nan)).astype(float)
-    std = codes.map(lambda c: stats.get(c, {}).get("std", 0.0)).astype(float)
+    mean = codes.map({code: s["mean"] for code, s in stats.items()}).astype(float)  # unseen language: NaN
+    std = codes.map({code: s["std"] for code, s in stats.items()}).astype(float).fillna(0.0)
     return ((values - mean) / std.where(std > 0)).where(std > 0, 0.0).where(values.notna())
 
 
