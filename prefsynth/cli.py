@@ -97,11 +97,17 @@ def inspect(run_dir: Path = typer.Argument(..., help="Run directory."), rows: in
     for stage in manifest.get("summary", []):
         table.add_row(stage["name"], str(stage["rows"]), str(sum(stage["rejects"].values())), f"{stage['wall_s']:.1f}")
     out.print(table)
-    pairs = pq.read_table(run_dir / "dataset" / "data" / "pairs").to_pylist()[:rows]
-    for pair in pairs:
-        out.print(f"[bold]{pair['language']}[/bold] {pair['prompt'][-1]['content']}")
-        out.print(f"  chosen ({pair['chosen_score']:.3f}): {pair['chosen'][0]['content'][:160]}")
-        out.print(f"  rejected ({pair['rejected_score']:.3f}): {pair['rejected'][0]['content'][:160]}")
+    listwise = (run_dir / "dataset" / "data" / "lists").is_dir()
+    items = pq.read_table(run_dir / "dataset" / "data" / ("lists" if listwise else "pairs")).to_pylist()[:rows]
+    for item in items:
+        out.print(f"[bold]{item['language']}[/bold] {item['prompt'][-1]['content']}")
+        if listwise:
+            for side in ("chosen", "rejected"):
+                for answer, score in zip(item[side], item[f"{side}_scores"]):
+                    out.print(f"  {side} ({score:.3f}): {answer[0]['content'][:160]}")
+            continue
+        out.print(f"  chosen ({item['chosen_score']:.3f}): {item['chosen'][0]['content'][:160]}")
+        out.print(f"  rejected ({item['rejected_score']:.3f}): {item['rejected'][0]['content'][:160]}")
 
 
 @app.command()

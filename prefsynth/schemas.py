@@ -56,6 +56,8 @@ CANDIDATES = pa.schema(
 # Columns a filter adds to candidates. keep=False rows stay in the table with their reason.
 FILTER_COLUMNS = pa.schema([("keep", pa.bool_()), ("reason", pa.string())])
 
+# Selector output. mu/sigma/n_usable describe the prompt's usable scores (population sigma);
+# pair_index numbers a prompt's pairs (RSO emits several).
 PAIRS = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -65,8 +67,32 @@ PAIRS = pa.schema(
         ("rejected_score", pa.float64()),
         ("margin", pa.float64()),
         ("selector", pa.string()),
+        ("pair_index", pa.int32()),
+        ("n_usable", pa.int32()),
+        ("mu", pa.float64()),
+        ("sigma", pa.float64()),
     ]
 )
+
+# List-wise selector output (AMPO, MPO): chosen lists best first, rejected lists worst first.
+# `weights` (MPO) aligns with chosen_ids followed by rejected_ids; null for unweighted methods.
+LISTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("chosen_ids", pa.list_(pa.string())),
+        ("rejected_ids", pa.list_(pa.string())),
+        ("chosen_scores", pa.list_(pa.float64())),
+        ("rejected_scores", pa.list_(pa.float64())),
+        ("weights", pa.list_(pa.float64())),
+        ("selector", pa.string()),
+        ("n_usable", pa.int32()),
+        ("mu", pa.float64()),
+        ("sigma", pa.float64()),
+    ]
+)
+
+# Prompts a selector could not use, with why.
+DROPPED = pa.schema([("prompt_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 # The exported dataset: TRL's conversational preference format plus provenance.
 DATASET_PAIRS = pa.schema(
@@ -97,6 +123,36 @@ DATASET_PAIRS = pa.schema(
         ("rejected_finish_reason", pa.string()),
         ("chosen_tokens", pa.int32()),
         ("rejected_tokens", pa.int32()),
+        ("prompt_tokens", pa.int32()),
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+        ("source_id", pa.string()),
+        ("source_prompt_id", pa.string()),
+        ("origin", pa.string()),
+    ]
+)
+
+# The exported list-wise dataset: one row per prompt, lists of assistant answers.
+DATASET_LISTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("language", pa.string()),
+        ("prompt", MESSAGES),
+        ("chosen", pa.list_(MESSAGES)),
+        ("rejected", pa.list_(MESSAGES)),
+        ("chosen_scores", pa.list_(pa.float64())),
+        ("rejected_scores", pa.list_(pa.float64())),
+        ("weights", pa.list_(pa.float64())),
+        ("score_column", pa.string()),
+        ("selector", pa.string()),
+        ("chosen_ids", pa.list_(pa.string())),
+        ("rejected_ids", pa.list_(pa.string())),
+        ("chosen_models", pa.list_(pa.string())),
+        ("rejected_models", pa.list_(pa.string())),
+        ("chosen_strategies", pa.list_(pa.string())),
+        ("rejected_strategies", pa.list_(pa.string())),
+        ("chosen_tokens", pa.list_(pa.int32())),
+        ("rejected_tokens", pa.list_(pa.int32())),
         ("prompt_tokens", pa.int32()),
         ("source", pa.string()),
         ("source_row", pa.int64()),

@@ -105,9 +105,12 @@ def test_config_reference_lists_every_option():
     from prefsynth.docs import config_reference_markdown
 
     text = config_reference_markdown()
-    for model in (config.Source, config.Generator, config.Engine, config.RewardModelJudge, config.Selector):
+    for model in (config.Source, config.Generator, config.Engine, config.RewardModelJudge, config.EmbeddingJudge,
+                  *config.SELECTORS.values()):
         for name in model.model_fields:
             assert f"| `{name}` |" in text, name
+    for method in config.SELECTORS:
+        assert f"#### `selector (method: {method})`" in text
 
 
 def test_readme_config_reference_is_current():

@@ -1,4 +1,4 @@
-"""Join pairs with their prompts and candidates into TRL's conversational preference format.
+"""Join pairs (or lists, see lists.py) with their prompts and candidates into TRL's conversational preference format.
 
 `prompt` is the prompt's chat messages, `chosen`/`rejected` are one assistant message each, so
 `DPOTrainer` applies the model's chat template itself. Every row keeps the provenance of both
@@ -23,7 +23,7 @@ from prefsynth.stages import Op, ShardInput, ShardOutput
 SPLIT = "train"
 
 
-def _lookup(keys: pa.ChunkedArray, index: pa.ChunkedArray) -> np.ndarray:
+def lookup(keys, index: pa.ChunkedArray) -> np.ndarray:
     positions = pd.Index(index.to_numpy(zero_copy_only=False)).get_indexer(keys.to_numpy(zero_copy_only=False))
     if (positions < 0).any():
         missing = keys.to_numpy(zero_copy_only=False)[positions < 0][:3]
@@ -41,9 +41,9 @@ def assistant_messages(texts: pa.ChunkedArray) -> pa.Array:
 
 
 def export_pairs(pairs: pa.Table, candidates: pa.Table, prompts: pa.Table, score_column: str) -> pa.Table:
-    chosen = candidates.take(_lookup(pairs["chosen_id"], candidates["candidate_id"]))
-    rejected = candidates.take(_lookup(pairs["rejected_id"], candidates["candidate_id"]))
-    prompt = prompts.take(_lookup(pairs["prompt_id"], prompts["prompt_id"]))
+    chosen = candidates.take(lookup(pairs["chosen_id"], candidates["candidate_id"]))
+    rejected = candidates.take(lookup(pairs["rejected_id"], candidates["candidate_id"]))
+    prompt = prompts.take(lookup(pairs["prompt_id"], prompts["prompt_id"]))
     columns = {
         "prompt_id": pairs["prompt_id"], "language": prompt["language"], "prompt": prompt["messages"],
         "chosen": assistant_messages(chosen["text"]), "rejected": assistant_messages(rejected["text"]),
@@ -66,6 +66,8 @@ def export_pairs(pairs: pa.Table, candidates: pa.Table, prompts: pa.Table, score
 
 
 class ExportPairs(Op):
+    """Pairs -> DATASET_PAIRS rows, or lists (list-wise selectors) -> DATASET_LISTS rows."""
+
     def __init__(self, export: Export, score_column: str):
         self.export, self.score_column = export, score_column
 
@@ -77,35 +79,43 @@ class ExportPairs(Op):
         return cls(Export.model_validate(config["export"]), config["score_column"])
 
     def process(self, resource, shard: ShardInput) -> ShardOutput:
-        table = export_pairs(shard.table, shard.context["candidates"], shard.prompts, self.score_column)
-        return ShardOutput(table, None, {"pairs": table.num_rows})
+        from prefsynth.export.lists import export_lists
+
+        listwise = "chosen_ids" in shard.table.column_names
+        build = export_lists if listwise else export_pairs
+        table = build(shard.table, shard.context["candidates"], shard.prompts, self.score_column)
+        return ShardOutput(table, None, {"lists" if listwise else "pairs": table.num_rows})
 
 
-def write_dataset(stage: StageDir, rejects: list[Path], dataset_dir: Path, rows_per_file: int, marker: dict) -> int:
-    """Gather the export shards into dataset_dir/data/pairs/train-XXXXX-of-YYYYY.parquet (swapped in
-    whole), plus dataset_dir/rejects.parquet with every rejected row of the run. Returns the rows."""
+def write_dataset(stage: StageDir, rejects: list[Path], dataset_dir: Path, rows_per_file: int, marker: dict,
+                  kind: str = "pairs") -> int:
+    """Gather the export shards into dataset_dir/data/{kind}/train-XXXXX-of-YYYYY.parquet (kind:
+    pairs or lists; swapped in whole, the other kind's folder removed so the dataset is what this
+    selector made), plus dataset_dir/rejects.parquet with every rejected row. Returns the rows."""
     tables = [stage.read_shard(shard) for shard in stage.shards()]
-    pairs = pa.concat_tables(tables) if tables else schemas.DATASET_PAIRS.empty_table()
+    empty = (schemas.DATASET_LISTS if kind == "lists" else schemas.DATASET_PAIRS).empty_table()
+    rows = pa.concat_tables(tables) if tables else empty
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    staging = dataset_dir / ".pairs.tmp"
+    staging = dataset_dir / f".{kind}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    files = max(1, math.ceil(pairs.num_rows / rows_per_file))
+    files = max(1, math.ceil(rows.num_rows / rows_per_file))
     for index in range(files):
-        part = pairs.slice(index * rows_per_file, rows_per_file)
+        part = rows.slice(index * rows_per_file, rows_per_file)
         pq.write_table(part, staging / f"{SPLIT}-{index:05d}-of-{files:05d}.parquet", compression="zstd")
-    target = dataset_dir / "data" / "pairs"
+    target = dataset_dir / "data" / kind
     target.parent.mkdir(exist_ok=True)
-    old = dataset_dir / ".pairs.old"
+    old = dataset_dir / f".{kind}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(dataset_dir / "data" / ("pairs" if kind == "lists" else "lists"), ignore_errors=True)
     all_rejects = [pq.read_table(path) for path in rejects]
     write_parquet_atomic(
         pa.concat_tables(all_rejects) if all_rejects else schemas.REJECTS.empty_table(),
         dataset_dir / "rejects.parquet",
     )
-    write_json_atomic(dataset_dir / "_dataset.json", marker | {"rows": pairs.num_rows, "files": files})
-    return pairs.num_rows
+    write_json_atomic(dataset_dir / "_dataset.json", marker | {"rows": rows.num_rows, "files": files, "kind": kind})
+    return rows.num_rows
