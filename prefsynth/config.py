@@ -381,7 +381,7 @@ class PairSelector(SelectorBase):
 class BestWorstSelector(PairSelector):
     """chosen = the highest score, rejected = the lowest."""
 
-    method: Literal["best_worst"] = "best_worst"
+    method: Literal["best_worst"] = Field("best_worst", description="Selects this method.")
 
 
 class MuSigmaSelector(PairSelector):
@@ -389,7 +389,7 @@ class MuSigmaSelector(PairSelector):
     (mean and population std of the prompt's usable scores); chosen = the highest, or the one nearest
     mu + chosen_k * sigma."""
 
-    method: Literal["mu_sigma"] = "mu_sigma"
+    method: Literal["mu_sigma"] = Field("mu_sigma", description="Selects this method.")
     rejected_k: float = Field(-2.0, description="Rejected target in standard deviations from the mean.")
     chosen_k: float | None = Field(None, description="Chosen target in standard deviations; null: the highest score.")
 
@@ -398,7 +398,7 @@ class SweetSpotScalableSelector(PairSelector):
     """Finding the Sweet Spot's construction for large n: chosen = the highest of all candidates,
     rejected = the lowest of `m` drawn at random (seeded) from the rest."""
 
-    method: Literal["sweet_spot_scalable"] = "sweet_spot_scalable"
+    method: Literal["sweet_spot_scalable"] = Field("sweet_spot_scalable", description="Selects this method.")
     m: int = Field(5, ge=1, description="Candidates drawn for the rejected side (all of the rest when fewer).")
 
 
@@ -408,7 +408,7 @@ class MarginSelector(SelectorBase):
     take the highest chosen score, then the margin nearest the middle of the band. Optionally AIR's
     instruction filter: drop prompts whose mean across-judge variance exceeds max_variance."""
 
-    method: Literal["margin"] = "margin"
+    method: Literal["margin"] = Field("margin", description="Selects this method.")
     min_margin: float = Field(0.0, ge=0, description="Lower end of the margin band (inclusive; a margin is always > 0).")
     max_margin: float = Field(
         gt=0, description="Upper end of the margin band (inclusive). Required: a moderate margin depends on the "
@@ -434,7 +434,7 @@ class RsoSelector(PairSelector):
     probability exp((r - r_max) / beta) over rounds until `m` are accepted, then pair them in
     acceptance order (1st with 2nd, 3rd with 4th, ...), the higher score chosen."""
 
-    method: Literal["rso"] = "rso"
+    method: Literal["rso"] = Field("rso", description="Selects this method.")
     beta: float = Field(0.5, gt=0, description="KL-constraint temperature of the optimal policy being sampled.")
     m: int = Field(8, ge=2, description="Candidates to accept (never more than exist).")
 
@@ -446,7 +446,7 @@ class ListSelector(SelectorBase):
 class AmpoBottomKSelector(ListSelector):
     """AMPO (arXiv 2502.18293) Bottom-k: chosen = the highest score, rejected = the k lowest."""
 
-    method: Literal["ampo_bottomk"] = "ampo_bottomk"
+    method: Literal["ampo_bottomk"] = Field("ampo_bottomk", description="Selects this method.")
 
 
 class EmbeddingSelector(ListSelector):
@@ -458,7 +458,7 @@ class AmpoCoresetSelector(EmbeddingSelector):
     """AMPO Coreset: chosen = the highest score; k-means (seeded k-means++) on the embeddings of the
     rest into k clusters, rejected = the lowest-scored member of each cluster."""
 
-    method: Literal["ampo_coreset"] = "ampo_coreset"
+    method: Literal["ampo_coreset"] = Field("ampo_coreset", description="Selects this method.")
 
 
 class AmpoOptSelectSelector(EmbeddingSelector):
@@ -466,14 +466,14 @@ class AmpoOptSelectSelector(EmbeddingSelector):
     sum_i w_i * min_(j in S) ||e_i - e_j|| over the rest, w_i = exp(mean score - r_i), by seeded
     swap local search."""
 
-    method: Literal["ampo_optselect"] = "ampo_optselect"
+    method: Literal["ampo_optselect"] = Field("ampo_optselect", description="Selects this method.")
 
 
 class MpoSelector(SelectorBase):
     """Multi-Preference Optimization: positives = scores above the mean, negatives = the rest,
     weights |r - mean|."""
 
-    method: Literal["mpo"] = "mpo"
+    method: Literal["mpo"] = Field("mpo", description="Selects this method.")
 
 
 Selector = Annotated[
@@ -627,7 +627,10 @@ class PipelineConfig(Strict):
     calibration: list[Calibration] = Field(default_factory=list, description="Score normalisations (optional).")
     ensemble: Ensemble | None = Field(None, description="Combine several judges into one score (optional).")
     filters: list[Filter] = Field(default_factory=list)
-    selector: Selector = Field(default_factory=BestWorstSelector)
+    selector: Selector = Field(
+        default_factory=BestWorstSelector, description="How scored candidates become pairs or lists; `method` picks "
+        "one of the selector sections below (default best_worst).",
+    )
 
     @field_validator("selector", mode="before")
     @classmethod

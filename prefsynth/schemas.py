@@ -56,8 +56,8 @@ CANDIDATES = pa.schema(
 # Columns a filter adds to candidates. keep=False rows stay in the table with their reason.
 FILTER_COLUMNS = pa.schema([("keep", pa.bool_()), ("reason", pa.string())])
 
-# Selector output. mu/sigma/n_usable describe the prompt's usable scores (population sigma);
-# pair_index numbers a prompt's pairs (RSO emits several).
+# Selector output. n_usable: the prompt's usable candidates; pair_index numbers a prompt's pairs
+# (RSO emits several).
 PAIRS = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -69,8 +69,6 @@ PAIRS = pa.schema(
         ("selector", pa.string()),
         ("pair_index", pa.int32()),
         ("n_usable", pa.int32()),
-        ("mu", pa.float64()),
-        ("sigma", pa.float64()),
     ]
 )
 
@@ -86,8 +84,6 @@ LISTS = pa.schema(
         ("weights", pa.list_(pa.float64())),
         ("selector", pa.string()),
         ("n_usable", pa.int32()),
-        ("mu", pa.float64()),
-        ("sigma", pa.float64()),
     ]
 )
 

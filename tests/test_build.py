@@ -207,3 +207,39 @@ def test_a_model_that_fails_to_load_stops_the_build_with_a_clear_error(tmp_path,
     assert "stage generate.tiny-chat: worker exited with code" in result.stderr
     assert "rerun the same command to resume" in result.stderr
     assert (tmp_path / "run" / "prompts" / "shard-00000.parquet").exists()  # finished work kept
+
+
+def test_selector_switch_is_one_line_and_list_selectors_export_lists(demo_run, tmp_path):
+    """The same scored candidates through other selectors: only select and export are recomputed;
+    list-wise selectors (AMPO with an embedding judge) export dataset/data/lists, which loads."""
+    import shutil
+
+    import datasets
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_run["run_dir"], run_dir)
+    mu_sigma = Pipeline(dict(demo_run["config"], selector={"method": "mu_sigma"})).run(run_dir, progress=False)
+    computed = {s.name: s.computed for s in mu_sigma.stages}
+    assert computed["judge.rm"] == 0 and computed["filter"] == 0 and computed["select"] == 7
+    pairs = mu_sigma.to_pandas()
+    assert (pairs.selector == "mu_sigma").all() and (pairs.chosen_score > pairs.rejected_score).all()
+
+    config = dict(demo_run["config"], judges=demo_run["config"]["judges"] + [{"type": "embedding"}],
+                  selector={"method": "ampo_coreset", "k": 2})
+    result = Pipeline(config).run(run_dir, progress=False)
+    computed = {s.name: s.computed for s in result.stages}
+    assert computed["generate.tiny-chat"] == 0 and computed["judge.rm"] == 0 and computed["judge.embedding"] == 7
+    assert result.kind == "lists" and not (run_dir / "dataset" / "data" / "pairs").exists()
+    lists = result.to_pandas()
+    assert len(lists) >= 20 and (lists.selector == "ampo_coreset").all()
+    for row in lists.itertuples():
+        assert len(row.chosen) == 1 and 1 <= len(row.rejected) <= 2 and len(row.rejected) == len(row.rejected_ids)
+        assert min(row.chosen_scores) > max(row.rejected_scores)
+        assert all(answer[0]["role"] == "assistant" for answer in list(row.chosen) + list(row.rejected))
+    embedded = pq.read_table(run_dir / "judge.embedding", columns=["embedding"])["embedding"].to_pylist()
+    assert len(embedded[0]) == 384 and abs(np.linalg.norm(embedded[0]) - 1) < 1e-4
+    files = sorted(str(p) for p in (run_dir / "dataset" / "data" / "lists").glob("*.parquet"))
+    loaded = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert loaded.num_rows == len(lists) and loaded[0]["rejected"][0][0]["role"] == "assistant"
+    shown = _cli("inspect", str(run_dir), "--rows", "2")
+    assert shown.returncode == 0 and "rejected (" in shown.stdout, shown.stderr[-2000:]

@@ -15,7 +15,6 @@ import numpy as np
 
 from prefsynth.select import keys as rnd
 from prefsynth.select.groups import MAX_INT, Groups
-from prefsynth.select.margin import padded
 from prefsynth.select.result import Lists
 from prefsynth.select.sweet_spot import draw_ranks
 
@@ -23,7 +22,7 @@ KMEANS_STREAM, OPTSELECT_STREAM = 3, 4
 
 
 def _chosen_and_rest(g: Groups) -> tuple[np.ndarray, np.ndarray]:
-    chosen = g.first(np.ones(len(g.score), dtype=bool), -g.score)
+    chosen = g.best()
     return chosen, g.score < g.score[chosen][g.codes]
 
 
@@ -92,7 +91,7 @@ def kmeans(rest: _Rest, k: int, max_iter: int, seed: int) -> np.ndarray:
         nearest = np.where(live[:, None, :c], _square_distances(rest.points, centers[:, :c]), np.inf).min(axis=2)
         weight = np.where(rest.valid, nearest, 0.0)
         total = weight.sum(axis=1)
-        u = rnd.uniform(rnd.candidate_keys(rest.prompt_hash, np.full(size, c), seed, KMEANS_STREAM + 100))
+        u = rnd.uniform(rnd.prompt_keys(rest.prompt_hash, seed, KMEANS_STREAM + 100 + c))
         pick = (np.cumsum(weight, axis=1) > (u * total)[:, None]).argmax(axis=1)
         grow = (c < clusters) & (total > 0)  # total 0: every point sits on a center already
         centers[grow, c] = rest.points[index[grow], pick[grow]]

@@ -8,5 +8,4 @@ from prefsynth.select.result import Pairs
 
 
 def best_worst(g: Groups, params) -> Pairs:
-    everything = np.ones(len(g.score), dtype=bool)
-    return Pairs(chosen=g.first(everything, -g.score), rejected=g.first(everything, g.score))
+    return Pairs(chosen=g.best(), rejected=g.first(None, g.score))

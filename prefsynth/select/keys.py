@@ -40,22 +40,27 @@ def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     start, end = offsets[:-1], offsets[1:]
     lengths = (end - start).astype(np.int64)
     out = np.zeros(len(values), dtype=np.uint64)
-    if lengths.sum():
+    filled = lengths > 0
+    if filled.any():
         chunk = data[start[0]: end[-1]].astype(np.uint64)
-        owner = np.repeat(np.arange(len(values)), lengths)
         position = np.arange(len(chunk)) - np.repeat(start - start[0], lengths)
         with np.errstate(over="ignore"):
             powers = np.cumprod(np.full(int(lengths.max()), _BYTE_MULT, dtype=np.uint64))
             terms = (chunk + np.uint64(1)) * powers[position]
-            np.add.at(out, owner, terms)
+            out[filled] = np.add.reduceat(terms, (start - start[0])[filled])  # wraps mod 2**64, as intended
     return mix64(out ^ lengths.astype(np.uint64))
 
 
-def candidate_keys(prompt_hash: np.ndarray, id_rank: np.ndarray, seed: int, stream: int = 0) -> np.ndarray:
-    """One uint64 key per candidate: a function of (seed, stream, prompt, rank of its id)."""
+def prompt_keys(prompt_hash: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """One uint64 per prompt: a function of (seed, stream, prompt)."""
     seed_key = mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ mix64(np.uint64(stream)))
+    return mix64(prompt_hash ^ seed_key)
+
+
+def candidate_keys(prompt_key: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
+    """One uint64 per candidate from its prompt's key and the rank of its candidate_id."""
     with np.errstate(over="ignore"):
-        return mix64(mix64(prompt_hash ^ seed_key) + np.asarray(id_rank, dtype=np.uint64) * _GOLDEN)
+        return mix64(prompt_key + np.asarray(id_rank, dtype=np.uint64) * _GOLDEN)
 
 
 def uniform(keys: np.ndarray) -> np.ndarray:

@@ -39,12 +39,28 @@ def judge_variance(g: Groups, column: str) -> np.ndarray:
         return total / count
 
 
-def padded(g: Groups, lo: int, hi: int, values: np.ndarray, fill) -> np.ndarray:
-    """Rows of groups lo..hi-1 as a [groups, max count] array, `fill` beyond each group's end."""
-    first, last = g.starts[lo], g.starts[hi - 1] + g.counts[hi - 1]
-    out = np.full((hi - lo, int(g.counts[lo:hi].max())), fill, dtype=np.asarray(values).dtype)
-    out[g.codes[first:last] - lo, np.arange(first, last) - g.starts[g.codes[first:last]]] = values[first:last]
-    return out
+def padded(g: Groups, groups: np.ndarray, values: np.ndarray, fill) -> np.ndarray:
+    """The rows of `groups` as a [len(groups), max count] array in canonical order, `fill` beyond
+    each group's end."""
+    counts = g.counts[groups]
+    width = int(counts.max())
+    index = g.starts[groups][:, None] + np.arange(width)
+    if (counts == width).all():
+        return np.asarray(values)[index]
+    return np.where(np.arange(width) < counts[:, None], np.asarray(values)[np.minimum(index, len(values) - 1)], fill)
+
+
+def chunks_by_size(g: Groups, cells: int = CHUNK_CELLS):
+    """Groups ordered by size, cut into chunks of about `cells` padded pair cells each."""
+    by_size = np.argsort(g.counts, kind="stable")
+    cost = np.cumsum(g.counts[by_size].astype(np.int64) ** 2)
+    cuts = np.searchsorted(cost, np.arange(cells, int(cost[-1]) + cells, cells), side="right") if len(cost) else []
+    start = 0
+    for end in list(cuts) + [len(by_size)]:
+        end = max(end, start + 1)
+        if start < len(by_size):
+            yield by_size[start:end]
+        start = end
 
 
 def margin(g: Groups, params) -> Pairs:
@@ -61,30 +77,32 @@ def margin(g: Groups, params) -> Pairs:
     middle = (low + high) / 2
     floor = -np.inf if params.min_chosen is None else params.min_chosen
     chosen, rejected = np.full(g.size, -1), np.full(g.size, -1)
-    rows = np.arange(len(g.score))
-    lo = 0
-    while lo < g.size:
-        width = int(g.counts[lo])
-        hi = lo + 1
-        while hi < g.size and (hi - lo + 1) * max(width, int(g.counts[hi])) ** 2 <= CHUNK_CELLS:
-            width = max(width, int(g.counts[hi]))
-            hi += 1
-        score = padded(g, lo, hi, g.score, np.nan)
-        tie = padded(g, lo, hi, g.tie, MAX_INT)
-        row = padded(g, lo, hi, rows, -1)
-        diff = score[:, :, None] - score[:, None, :]  # [group, chosen, rejected]
-        valid = (diff >= low) & (diff <= high) & (diff > 0) & (score >= floor)[:, :, None]
-        has = valid.any(axis=2)
-        best = np.where(has, score, -np.inf).max(axis=1)
-        pick_c = np.where(has & (score == best[:, None]), tie, MAX_INT).argmin(axis=1)
-        index = np.arange(hi - lo)
-        distance = np.where(valid[index, pick_c], np.abs(diff[index, pick_c] - middle), np.inf)
-        nearest = distance.min(axis=1)
-        pick_r = np.where(np.isfinite(nearest)[:, None] & (distance == nearest[:, None]), tie, MAX_INT).argmin(axis=1)
-        found = has.any(axis=1)
-        chosen[lo:hi] = np.where(found, row[index, pick_c], -1)
-        rejected[lo:hi] = np.where(found, row[index, pick_r], -1)
-        lo = hi
+    for groups in chunks_by_size(g):
+        score = padded(g, groups, g.score, np.nan)
+        row = g.starts[groups][:, None] + np.arange(score.shape[1])  # padding is never valid
+        tie = row if g.ordered_ties else padded(g, groups, g.tie, MAX_INT)
+        untried = np.isfinite(score)
+        todo = np.arange(len(groups))
+        while len(todo):  # the best untried candidate of each open prompt; most close in round one
+            every = len(todo) == len(groups)  # round one: views, no copies
+            open_scores = np.where(untried if every else untried[todo], score if every else score[todo], -np.inf)
+            if g.ordered_ties:
+                column = open_scores.argmax(axis=1)
+            else:
+                best = open_scores.max(axis=1, keepdims=True)
+                column = np.where(open_scores == best, tie if every else tie[todo], MAX_INT).argmin(axis=1)
+            top = open_scores[np.arange(len(todo)), column]
+            diff = top[:, None] - (score if every else score[todo])
+            valid = (diff >= low) & (diff <= high) if low > 0 else (diff > 0) & (diff <= high)
+            found = valid.any(axis=1) & (top >= floor)
+            hit = todo[found]
+            distance = np.where(valid[found], np.abs(diff[found] - middle), np.inf)
+            nearest = distance.min(axis=1, initial=np.inf)
+            pick = np.where(distance == nearest[:, None], tie[hit], MAX_INT).argmin(axis=1)
+            chosen[groups[hit]] = row[hit, column[found]]
+            rejected[groups[hit]] = row[hit, pick]
+            untried[todo, column] = False
+            todo = todo[~found & np.isfinite(top)]
     none = np.flatnonzero(eligible & (chosen < 0))
     drops.add(none, "no_pair_in_band", [
         f"no pair with {low} <= margin <= {high}" + (f" and chosen >= {params.min_chosen}" if params.min_chosen is not None else "")

@@ -53,7 +53,7 @@ def _usable(rows: list[dict], score: str) -> list[dict]:
 def _keys(prompt_id: str, rows: list[dict], seed: int, stream: int) -> list[int]:
     prompt_hash = rnd.hash_strings(pa.array([prompt_id]))
     ranks = np.array([r["id_rank"] for r in rows])
-    return [int(k) for k in rnd.candidate_keys(np.repeat(prompt_hash, len(rows)), ranks, seed, stream)]
+    return [int(k) for k in rnd.candidate_keys(rnd.prompt_keys(prompt_hash, seed, stream)[0], ranks)]
 
 
 def _random_order(prompt_id: str, rows: list[dict], seed: int, stream: int) -> list[dict]:
@@ -84,14 +84,16 @@ def reference_select(candidates, method: str, *, score: str = "score", seed: int
         else:
             for place, row in enumerate(usable):
                 row["tie"] = place
-        total = 0.0
-        for s in scores:
-            total += s
-        mu = total / len(scores)
-        squares = 0.0
-        for s in scores:
-            squares += (s - mu) * (s - mu)
-        sigma = math.sqrt(squares / len(scores))
+        mu = sigma = None
+        if method in ("mu_sigma", "mpo"):  # the methods that use the prompt's mean and deviation
+            total = 0.0
+            for s in scores:
+                total += s
+            mu = total / len(scores)
+            squares = 0.0
+            for s in scores:
+                squares += (s - mu) * (s - mu)
+            sigma = math.sqrt(squares / len(scores))
         found = METHODS[method](prompt_id, usable, mu, sigma, seed, params)
         if isinstance(found, str):
             dropped[prompt_id] = found

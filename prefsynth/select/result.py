@@ -75,11 +75,12 @@ class Lists:
     drops: Drops = field(default_factory=Drops)
 
 
+def _repeat(text: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text])).cast(pa.string())
+
+
 def _stats(g: Groups, group: np.ndarray) -> dict:
-    return {
-        "n_usable": pa.array(g.counts[group].astype(np.int32)),
-        "mu": pa.array(g.mean[group]), "sigma": pa.array(g.std[group]),
-    }
+    return {"n_usable": pa.array(g.counts[group].astype(np.int32))}
 
 
 def pairs_table(g: Groups, pairs: Pairs, method: str, min_margin: float) -> tuple[pa.Table, Drops]:
@@ -89,19 +90,20 @@ def pairs_table(g: Groups, pairs: Pairs, method: str, min_margin: float) -> tupl
     keep = margin > min_margin
     drops = pairs.drops
     owner = g.codes[chosen]
-    lost = np.setdiff1d(owner[~keep], owner[keep])
-    if len(lost):
+    if not keep.all():
+        lost = np.setdiff1d(owner[~keep], owner[keep])
         best = np.full(g.size, -np.inf)
         np.maximum.at(best, owner, margin)
         drops.add(lost, "margin_below_min", [f"best margin {best[x]:.6g} <= min_margin {min_margin}" for x in lost])
-    chosen, rejected, margin, owner, index = chosen[keep], rejected[keep], margin[keep], owner[keep], index[keep]
-    order = np.lexsort((index, owner))
-    chosen, rejected, margin, owner, index = chosen[order], rejected[order], margin[order], owner[order], index[order]
+        chosen, rejected, margin, owner, index = chosen[keep], rejected[keep], margin[keep], owner[keep], index[keep]
+    if len(owner) > 1 and not ((owner[1:] > owner[:-1]) | ((owner[1:] == owner[:-1]) & (index[1:] > index[:-1]))).all():
+        order = np.lexsort((index, owner))
+        chosen, rejected, margin, owner, index = chosen[order], rejected[order], margin[order], owner[order], index[order]
     columns = {
         "prompt_id": g.prompt_ids.take(pa.array(owner)),
-        "chosen_id": g.candidate_ids.take(pa.array(chosen)), "rejected_id": g.candidate_ids.take(pa.array(rejected)),
+        "chosen_id": g.candidate_ids(chosen), "rejected_id": g.candidate_ids(rejected),
         "chosen_score": pa.array(g.score[chosen]), "rejected_score": pa.array(g.score[rejected]),
-        "margin": pa.array(margin), "selector": pa.array(np.full(len(chosen), method, dtype=object), pa.string()),
+        "margin": pa.array(margin), "selector": _repeat(method, len(chosen)),
         "pair_index": pa.array(index.astype(np.int32)),
     } | _stats(g, owner)
     return pa.table(columns, schema=schemas.PAIRS), drops
@@ -128,11 +130,11 @@ def lists_table(g: Groups, lists: Lists, method: str) -> tuple[pa.Table, Drops]:
         weights = _list_array(pa.array(both[order]), both_owner[order], groups)
     columns = {
         "prompt_id": g.prompt_ids.take(pa.array(groups)),
-        "chosen_ids": _list_array(g.candidate_ids.take(pa.array(lists.chosen)), chosen_owner, groups),
-        "rejected_ids": _list_array(g.candidate_ids.take(pa.array(lists.rejected)), rejected_owner, groups),
+        "chosen_ids": _list_array(g.candidate_ids(lists.chosen), chosen_owner, groups),
+        "rejected_ids": _list_array(g.candidate_ids(lists.rejected), rejected_owner, groups),
         "chosen_scores": _list_array(pa.array(g.score[lists.chosen]), chosen_owner, groups),
         "rejected_scores": _list_array(pa.array(g.score[lists.rejected]), rejected_owner, groups),
         "weights": weights if weights is not None else pa.nulls(len(groups), pa.list_(pa.float64())),
-        "selector": pa.array(np.full(len(groups), method, dtype=object), pa.string()),
+        "selector": _repeat(method, len(groups)),
     } | _stats(g, groups)
     return pa.table(columns, schema=schemas.LISTS), lists.drops

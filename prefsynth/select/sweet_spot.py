@@ -17,19 +17,21 @@ SAMPLE_STREAM = 2
 
 
 def _not_above(g: Groups, chosen: np.ndarray, rejected: np.ndarray, drops: Drops, reason: str, why) -> np.ndarray:
-    bad = np.flatnonzero(g.score[chosen] <= g.score[rejected])
-    drops.add(bad, reason, [why(x) for x in bad])
-    return np.setdiff1d(np.arange(g.size), bad)
+    """Indices of the groups whose chosen scores above their rejected; the others are dropped."""
+    above = g.score[chosen] > g.score[rejected]
+    if not above.all():
+        bad = np.flatnonzero(~above)
+        drops.add(bad, reason, [why(x) for x in bad])
+    return np.flatnonzero(above)
 
 
 def mu_sigma(g: Groups, params) -> Pairs:
-    everything = np.ones(len(g.score), dtype=bool)
     target = g.mean + params.rejected_k * g.std
-    rejected = g.first(everything, np.abs(g.score - target[g.codes]))
+    rejected = g.first(None, np.abs(g.score - target[g.codes]))
     if params.chosen_k is None:
-        chosen = g.first(everything, -g.score)
+        chosen = g.best()
     else:
-        chosen = g.first(everything, np.abs(g.score - (g.mean + params.chosen_k * g.std)[g.codes]))
+        chosen = g.first(None, np.abs(g.score - (g.mean + params.chosen_k * g.std)[g.codes]))
     drops = Drops()
     ok = _not_above(
         g, chosen, rejected, drops, "chosen_not_above_rejected",
@@ -49,8 +51,7 @@ def draw_ranks(g: Groups, stream: int) -> np.ndarray:
 
 
 def sweet_spot_scalable(g: Groups, params) -> Pairs:
-    everything = np.ones(len(g.score), dtype=bool)
-    chosen = g.first(everything, -g.score)
+    chosen = g.best()
     rank = draw_ranks(g, SAMPLE_STREAM)
     is_chosen = np.arange(len(g.score)) == chosen[g.codes]
     rest_rank = rank - (rank > rank[chosen][g.codes])
