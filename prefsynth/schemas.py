@@ -90,6 +90,15 @@ LISTS = pa.schema(
 # Prompts a selector could not use, with why.
 DROPPED = pa.schema([("prompt_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
+# Where an exported row's prompt came from (copied from PROMPTS).
+PROMPT_PROVENANCE = [
+    ("source", pa.string()),
+    ("source_row", pa.int64()),
+    ("source_id", pa.string()),
+    ("source_prompt_id", pa.string()),
+    ("origin", pa.string()),
+]
+
 # The exported dataset: TRL's conversational preference format plus provenance.
 DATASET_PAIRS = pa.schema(
     [
@@ -120,11 +129,7 @@ DATASET_PAIRS = pa.schema(
         ("chosen_tokens", pa.int32()),
         ("rejected_tokens", pa.int32()),
         ("prompt_tokens", pa.int32()),
-        ("source", pa.string()),
-        ("source_row", pa.int64()),
-        ("source_id", pa.string()),
-        ("source_prompt_id", pa.string()),
-        ("origin", pa.string()),
+        *PROMPT_PROVENANCE,
     ]
 )
 
@@ -150,11 +155,7 @@ DATASET_LISTS = pa.schema(
         ("chosen_tokens", pa.list_(pa.int32())),
         ("rejected_tokens", pa.list_(pa.int32())),
         ("prompt_tokens", pa.int32()),
-        ("source", pa.string()),
-        ("source_row", pa.int64()),
-        ("source_id", pa.string()),
-        ("source_prompt_id", pa.string()),
-        ("origin", pa.string()),
+        *PROMPT_PROVENANCE,
     ]
 )
 

@@ -29,8 +29,7 @@ def export_lists(lists: pa.Table, candidates: pa.Table, prompts: pa.Table, score
         "chosen_scores": lists["chosen_scores"], "rejected_scores": lists["rejected_scores"], "weights": lists["weights"],
         "score_column": pa.array([score_column] * lists.num_rows, pa.string()), "selector": lists["selector"],
         "chosen_ids": lists["chosen_ids"], "rejected_ids": lists["rejected_ids"],
-        "source": prompt["source"], "source_row": prompt["source_row"], "source_id": prompt["source_id"],
-        "source_prompt_id": prompt["source_prompt_id"], "origin": prompt["origin"],
+        **{name: prompt[name] for name, _ in schemas.PROMPT_PROVENANCE},
     }
     for side in ("chosen", "rejected"):
         rows, ids = _answers(lists[f"{side}_ids"], candidates)

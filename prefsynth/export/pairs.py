@@ -51,8 +51,7 @@ def export_pairs(pairs: pa.Table, candidates: pa.Table, prompts: pa.Table, score
         "score_column": pa.array([score_column] * pairs.num_rows, pa.string()), "selector": pairs["selector"],
         "chosen_id": pairs["chosen_id"], "rejected_id": pairs["rejected_id"],
         "prompt_tokens": chosen["prompt_tokens"],
-        "source": prompt["source"], "source_row": prompt["source_row"], "source_id": prompt["source_id"],
-        "source_prompt_id": prompt["source_prompt_id"], "origin": prompt["origin"],
+        **{name: prompt[name] for name, _ in schemas.PROMPT_PROVENANCE},
     }
     for side, table in (("chosen", chosen), ("rejected", rejected)):
         columns[f"{side}_model"] = table["model"]
