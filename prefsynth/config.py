@@ -366,7 +366,10 @@ class SelectorBase(Strict):
         None, description="Score column (a judge's, a calibrated one, or the ensemble's); null: the ensemble's score "
         "when there is one, else the first judge's score column.",
     )
-    seed: int = Field(0, description="Seed of every random draw (draws depend on seed, prompt id and candidate id only).")
+    seed: int | None = Field(
+        None, description="Seed of the random draws (which depend on seed, prompt id and candidate id only); null: the "
+        "pipeline's seed.",
+    )
     ties: Literal["lowest_id", "random"] = Field(
         "lowest_id", description="Equal scores or distances: the lowest candidate_id wins, or a seeded random order.",
     )
@@ -667,6 +670,8 @@ class PipelineConfig(Strict):
             self.selector.score = scores[-1] if self.ensemble else scores[0]
         elif self.selector.score not in scores + judge_columns:
             raise ValueError(f"selector.score {self.selector.score!r} is not a score column; have {scores}")
+        if self.selector.seed is None:
+            self.selector.seed = self.seed
         column = getattr(self.selector, "embedding", None)
         if column and column not in [j.name for j in self.judges if j.type == "embedding"]:
             raise ValueError(f"selector {self.selector.method} reads embeddings from {column!r}: add a judge "

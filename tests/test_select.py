@@ -405,7 +405,9 @@ def test_every_method_is_one_yaml_line_in_the_pipeline(tmp_path):
         judges = demo_config()["judges"] + ([{"type": "embedding"}] if "ampo_" in method and method != "ampo_bottomk" else [])
         loaded = config.load(write_config(tmp_path / f"{method}.yaml", demo_config(selector=selector, judges=judges)))
         assert loaded.selector.method == method and loaded.selector.score == "rm_score_raw"
-    assert config.load(write_config(tmp_path / "none.yaml", demo_config(selector={"score": "rm_score_raw"}))).selector.method == "best_worst"
+        assert loaded.selector.seed == 0  # the pipeline's seed
+    plain = config.load(write_config(tmp_path / "none.yaml", demo_config(selector={"score": "rm_score_raw"}, seed=7)))
+    assert plain.selector.method == "best_worst" and plain.selector.seed == 7
 
 
 def test_selector_yaml_errors_point_at_the_field(tmp_path):

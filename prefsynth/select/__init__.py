@@ -56,7 +56,8 @@ def select(candidates, method: str, *, score: str = "score", seed: int = 0, prom
 
 def run(candidates, config, prompt_ids=None) -> Selection:
     """Run a validated selector config (a pipeline's `selector`)."""
-    prepared = prepare(candidates, config.score, seed=config.seed, ties=config.ties, prompt_ids=prompt_ids)
+    seed = 0 if config.seed is None else config.seed
+    prepared = prepare(candidates, config.score, seed=seed, ties=config.ties, prompt_ids=prompt_ids)
     groups = prepared.groups
     pairs, lists = schemas.PAIRS.empty_table(), schemas.LISTS.empty_table()
     drops = None
