@@ -110,6 +110,19 @@ def inspect(run_dir: Path = typer.Argument(..., help="Run directory."), rows: in
         out.print(f"  rejected ({item['rejected_score']:.3f}): {item['rejected'][0]['content'][:160]}")
 
 
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="Training config YAML (see prefsynth/train/config.py)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from output_dir/checkpoint."),
+) -> None:
+    """Train a policy with DPO (or IPO, SimPO, ORPO, ...) on an exported dataset."""
+    from prefsynth.train import load_train_config, train
+
+    result = train(load_train_config(config), resume=resume)
+    last = result.metrics[-1] if result.metrics else {}
+    out.print(f"{result.steps} steps, loss {last.get('loss', float('nan')):.4f} -> {result.output_dir / 'model'}")
+
+
 @app.command()
 def langs() -> None:
     """List the language registry."""

@@ -1,0 +1,229 @@
+"""The training loop: reference log-probs once (cached beside the data), then packed policy steps.
+
+Per optimizer step: `batch_size` pairs in `gradient_accumulation` packed micro-batches, loss =
+mean over the step's pairs (TRL's per-batch mean), AdamW, gradient clipping, linear decay to 0
+(the Hugging Face Trainer defaults TRL uses). One JSON line of metrics per step under TRL's names.
+Checkpoints hold the model, optimizer, scheduler, RNG state and the data position; `resume`
+continues the same loss curve.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from prefsynth.train.config import TrainConfig
+from prefsynth.train.data import Sequences, dataset_files, read_dataset, tokenize_pairs
+from prefsynth.train.logprobs import sequence_logps
+from prefsynth.train.losses import pair_loss
+
+CHECKPOINT = "checkpoint"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(reference: str, dtype: str, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    from prefsynth.models import materialize
+
+    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    return AutoModelForCausalLM.from_pretrained(materialize(reference), dtype=torch_dtype).to(device)
+
+
+def _fingerprint(reference: str) -> dict:
+    from prefsynth.models import materialize
+
+    folder = Path(materialize(reference))
+    files = {p.name: p.stat().st_size for p in sorted(folder.glob("*")) if p.is_file()} if folder.is_dir() else {}
+    config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else reference
+    return {"ref": reference, "config": hashlib.sha256(config.encode()).hexdigest(), "files": files}
+
+
+def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -> np.ndarray:
+    """Reference log-probs of every sequence, computed once in a no-grad pass and stored beside the
+    dataset under a key of (reference model, tokenizer, chat template, max_length, pairs)."""
+    files, _ = dataset_files(cfg.dataset)
+    key = hashlib.sha256(json.dumps({
+        "model": _fingerprint(cfg.ref_model or cfg.model), "template": tokenizer.chat_template or "",
+        "vocab": len(tokenizer), "max_length": cfg.max_length, "pairs": sequences.pair_keys,
+        "tokens": hashlib.sha256(np.concatenate([np.asarray(s) for s in sequences.ids]).tobytes()).hexdigest(),
+    }, sort_keys=True).encode()).hexdigest()[:24]
+    cache = files[0].parent / "ref_logps" / f"{key}.parquet"
+    if cache.is_file():
+        return pq.read_table(cache)["logps"].to_numpy()
+    model = load_model(cfg.ref_model or cfg.model, cfg.dtype, device).eval()
+    values = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+        for begin in range(0, len(sequences.ids), 2 * cfg.batch_size):
+            part = slice(begin, begin + 2 * cfg.batch_size)
+            values.append(sequence_logps(model, sequences.ids[part], sequences.completion_start[part],
+                                         cfg.logprob_chunk).float().cpu().numpy())
+    del model
+    logps = np.concatenate(values) if values else np.zeros(0)
+    cache.parent.mkdir(exist_ok=True)
+    temporary = cache.with_suffix(".tmp")
+    pq.write_table(pa.table({"logps": logps}), temporary)
+    temporary.replace(cache)
+    return logps
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    metrics: list[dict]
+
+
+def _order(n_pairs: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n_pairs)
+
+
+def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    from transformers import AutoTokenizer
+
+    from prefsynth.models import materialize
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(materialize(cfg.model))
+    table, kind = read_dataset(cfg.dataset)
+    if kind != "pairs":
+        raise ValueError(f"{cfg.dataset} holds list-wise data; loss {cfg.loss} needs pairs")
+    sequences = tokenize_pairs(table, tokenizer, cfg.max_length)
+    n_pairs = len(sequences.ids) // 2
+    if n_pairs == 0:
+        raise ValueError(f"{cfg.dataset}: no pair fits max_length {cfg.max_length}")
+    ref = reference_logps(cfg, sequences, tokenizer, device) if cfg.uses_reference else np.zeros(2 * n_pairs)
+    lengths = torch.tensor(sequences.completion_lengths(), dtype=torch.float32)
+    tokens = sequences.lengths
+
+    model = load_model(cfg.model, cfg.dtype, device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    steps_per_epoch = max(1, n_pairs // cfg.batch_size)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
+    step, seen_tokens = 0, 0
+    metrics_path = out / "metrics.jsonl"
+    if resume and (out / CHECKPOINT / "state.json").is_file():
+        step, seen_tokens = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
+        lines = metrics_path.read_text().splitlines()[:step] if metrics_path.exists() else []
+        metrics_path.write_text("".join(line + "\n" for line in lines))
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    history = []
+    bar = _progress(total_steps, step, progress)
+    micro = cfg.batch_size // cfg.gradient_accumulation
+    while step < total_steps:
+        epoch, position = divmod(step, steps_per_epoch)
+        pairs = _order(n_pairs, cfg.seed, epoch)[position * cfg.batch_size: (position + 1) * cfg.batch_size]
+        started = time.perf_counter()
+        sums = {name: 0.0 for name in ("loss", "chosen", "rejected", "accuracy", "margin", "logps_c", "logps_r")}
+        step_tokens = 0
+        for begin in range(0, len(pairs), micro):
+            chunk = pairs[begin: begin + micro]
+            rows = np.stack([2 * chunk, 2 * chunk + 1], axis=1).reshape(-1)  # c0, r0, c1, r1, ...
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+                logps = sequence_logps(model, [sequences.ids[i] for i in rows], sequences.completion_start[rows],
+                                       cfg.logprob_chunk).float()
+            policy_c, policy_r = logps[0::2], logps[1::2]
+            ref_c = torch.tensor(ref[rows[0::2]], device=device, dtype=torch.float32)
+            ref_r = torch.tensor(ref[rows[1::2]], device=device, dtype=torch.float32)
+            len_c, len_r = lengths[rows[0::2]].to(device), lengths[rows[1::2]].to(device)
+            losses = pair_loss(cfg.loss, policy_c, policy_r, ref_c, ref_r, len_c, len_r, cfg)
+            (losses.sum() / len(pairs)).backward()
+            with torch.no_grad():
+                reward_c, reward_r = cfg.beta * (policy_c - ref_c), cfg.beta * (policy_r - ref_r)
+                sums["loss"] += losses.sum().item()
+                sums["chosen"] += reward_c.sum().item()
+                sums["rejected"] += reward_r.sum().item()
+                sums["accuracy"] += (reward_c > reward_r).float().sum().item()
+                sums["margin"] += (reward_c - reward_r).sum().item()
+                sums["logps_c"] += policy_c.sum().item()
+                sums["logps_r"] += policy_r.sum().item()
+            step_tokens += int(tokens[rows].sum())
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+        learning_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        seen_tokens += step_tokens
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        n = len(pairs)
+        record = {
+            "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": sums["loss"] / n,
+            "rewards/chosen": sums["chosen"] / n, "rewards/rejected": sums["rejected"] / n,
+            "rewards/accuracies": sums["accuracy"] / n, "rewards/margins": sums["margin"] / n,
+            "logps/chosen": sums["logps_c"] / n, "logps/rejected": sums["logps_r"] / n,
+            "grad_norm": float(norm), "learning_rate": learning_rate, "num_tokens": seen_tokens,
+            "tokens_per_s": step_tokens / (time.perf_counter() - started),
+        }
+        history.append(record)
+        with metrics_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            _save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, seen_tokens)
+    bar.close()
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    return TrainResult(out, step, history)
+
+
+def _progress(total: int, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, disable=not enabled, desc="train", unit="step")
+
+
+def _save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, seen_tokens: int) -> None:
+    staging = folder.with_name(folder.name + ".tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(staging / "model")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state()}, staging / "optimizer.pt")
+    (staging / "state.json").write_text(json.dumps({"step": step, "num_tokens": seen_tokens}))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    if old.exists():
+        import shutil
+
+        shutil.rmtree(old)
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, int]:
+    from safetensors.torch import load_file
+
+    weights = {}
+    for file in sorted((folder / "model").glob("*.safetensors")):
+        weights.update(load_file(file))
+    model.load_state_dict(weights, strict=False)
+    state = torch.load(folder / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    meta = json.loads((folder / "state.json").read_text())
+    return meta["step"], meta["num_tokens"]

@@ -1,0 +1,160 @@
+"""The bundled trainer: TRL-exact first step, loss formulas, packed = unpacked log-probs, resume."""
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from prefsynth.train import TrainConfig, train
+from prefsynth.train.logprobs import sequence_logps
+from prefsynth.train.losses import group_contrastive_loss, pair_loss
+
+ANSWERS = ["Sure, here it is.", "I think the answer is four.", "Bonjour, voici la réponse.", "x y z q"]
+
+
+def pairs_parquet(path, n=8):
+    """An exported-style pairs file (TRL conversational columns + ids)."""
+    rows = []
+    for i in range(n):
+        prompt = [{"role": "user", "content": f"Question number {i}: what is {i} plus {i}?"}]
+        rows.append({
+            "prompt_id": f"p{i}", "chosen_id": f"p{i}/c", "rejected_id": f"p{i}/r", "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": f"{ANSWERS[i % 2]} It is {2 * i}."}],
+            "rejected": [{"role": "assistant", "content": ANSWERS[2 + i % 2] * (1 + i % 3)}],
+        })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_models):
+    """The tiny chat model as policy and a perturbed copy as reference (policy != reference)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("ref") / "ref"
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["tiny-chat"])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_models["tiny-chat"]).save_pretrained(folder)
+    return {"policy": str(tiny_models["tiny-chat"]), "ref": str(folder)}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open (issue 6): policy log-probs equal TRL's compute_loss on the same batch (-138.3494), but TRL's reference "
+    "log-probs differ by ~0.03 nats per sequence from the same reference model run through our path, the plain HF "
+    "forward and TRL's own fused head outside the trainer; see the progress note"))
+def test_first_step_matches_trl_dpo_trainer(models, tmp_path):
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    data = pairs_parquet(tmp_path / "data" / "pairs" / "train-00000-of-00001.parquet", n=6)
+    settings = {"beta": 0.1, "learning_rate": 1e-3, "max_length": 48}  # 48: some sequences are truncated
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models["policy"]),
+        ref_model=AutoModelForCausalLM.from_pretrained(models["ref"]),
+        args=DPOConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=6, report_to=[],
+                       logging_steps=1, save_strategy="no", use_cpu=True, **settings),
+        train_dataset=datasets.load_dataset("parquet", data_files=str(data), split="train"),
+        processing_class=AutoTokenizer.from_pretrained(models["policy"]),
+    )
+    trainer.train()
+    expected = trainer.state.log_history[0]
+    ours = train(TrainConfig(model=models["policy"], ref_model=models["ref"], dataset=str(tmp_path / "data"),
+                             batch_size=6, max_steps=1, output_dir=str(tmp_path / "ours"), **settings),
+                 progress=False).metrics[0]
+    for name in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/margins",
+                 "rewards/accuracies", "logps/chosen", "logps/rejected"):
+        assert ours[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-7), f"{name}: {ours} vs {expected}"
+    assert ours["num_tokens"] == expected["num_tokens"]
+
+
+def test_packed_log_probs_equal_one_sequence_at_a_time_and_full_logits(tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["tiny-chat"]).eval()
+    rng = np.random.default_rng(0)
+    sequences = [list(rng.integers(3, 200, size=n)) for n in (9, 23, 5, 17)]
+    starts = [3, 10, 1, 16]
+    with torch.no_grad():
+        packed = sequence_logps(model, sequences, starts, chunk=7)
+        alone = torch.cat([sequence_logps(model, [s], [b], chunk=1000) for s, b in zip(sequences, starts)])
+        direct = []
+        for seq, start in zip(sequences, starts):
+            logits = model(torch.tensor([seq])).logits[0].log_softmax(-1)
+            direct.append(sum(float(logits[t - 1, seq[t]]) for t in range(start, len(seq))))
+    assert torch.allclose(packed, alone, atol=1e-4)
+    assert np.allclose(packed.numpy(), direct, atol=1e-4)
+
+
+def test_every_loss_against_its_formula():
+    rng = np.random.default_rng(1)
+    pc, pr, rc, rr = (rng.normal(-30, 5, 6) for _ in range(4))
+    lc, lr = rng.integers(5, 40, 6).astype(float), rng.integers(5, 40, 6).astype(float)
+    cfg = TrainConfig(model="x/y", dataset="d", output_dir="o", beta=0.3, label_smoothing=0.1, rpo_alpha=0.7,
+                      simpo_gamma=0.4, orpo_lambda=0.2)
+    logsig = lambda x: -np.log1p(np.exp(-x))  # noqa: E731
+    d = (pc - rc) - (pr - rr)
+    avg = (pc - rc) / lc - (pr - rr) / lr
+    mc, mr = pc / lc, pr / lr
+    odds = (mc - mr) - (np.log1p(-np.exp(mc)) - np.log1p(-np.exp(mr)))
+    expected = {
+        "sigmoid": -logsig(0.3 * d), "hinge": np.maximum(0, 1 - 0.3 * d), "ipo": (avg - 1 / 0.6) ** 2,
+        "robust": (-0.9 * logsig(0.3 * d) + 0.1 * logsig(-0.3 * d)) / 0.8,
+        "cdpo": -0.9 * logsig(0.3 * d) - 0.1 * logsig(-0.3 * d),
+        "sigmoid_nll": -logsig(0.3 * d) - 0.7 * pc / lc, "ln_dpo": -logsig(0.3 * avg),
+        "simpo": -logsig(0.3 * (mc - mr) - 0.4), "orpo": -mc - 0.2 * logsig(odds),
+    }
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    for name, value in expected.items():
+        got = pair_loss(name, t(pc), t(pr), t(rc), t(rr), t(lc), t(lr), cfg).numpy()
+        assert np.allclose(got, value, rtol=1e-10), name
+    ratio, chosen, weight = t([1.0, -0.5, 0.2, 2.0]), torch.tensor([True, False, False, True]), t([1, 2, 1, 1])
+    scaled = 0.3 * ratio.numpy() + np.log(weight.numpy())
+    want = -(np.log(np.exp(scaled[[0, 3]]).sum()) - np.log(np.exp(scaled).sum()))
+    assert float(group_contrastive_loss(ratio, chosen, weight, 0.3)) == pytest.approx(want)
+
+
+def test_training_lowers_the_loss_and_resume_continues_the_same_curve(models, tmp_path, monkeypatch):
+    import prefsynth.train.trainer as trainer
+
+    data = pairs_parquet(tmp_path / "data" / "pairs" / "train-00000-of-00001.parquet", n=8)
+    base = {"model": models["policy"], "ref_model": models["ref"], "dataset": str(data.parent.parent),
+            "batch_size": 4, "max_steps": 8, "learning_rate": 5e-4, "beta": 0.1, "max_length": 64}
+    whole = train(dict(base, output_dir=str(tmp_path / "whole")), progress=False).metrics
+    assert whole[-1]["loss"] < whole[0]["loss"] and whole[-1]["rewards/accuracies"] >= whole[0]["rewards/accuracies"]
+    assert len(list((data.parent.parent / "pairs" / "ref_logps").glob("*.parquet"))) == 1  # cached beside the data
+
+    saved = trainer._save_checkpoint
+
+    def crash_after_saving(*args, **kwargs):
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", crash_after_saving)
+    run = dict(base, output_dir=str(tmp_path / "resumed"), checkpoint_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(run, progress=False)
+    monkeypatch.setattr(trainer, "_save_checkpoint", saved)
+    resumed = train(run, resume=True, progress=False)
+    assert resumed.steps == 8 and [m["step"] for m in resumed.metrics] == [4, 5, 6, 7, 8]
+    lines = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == list(range(1, 9))
+    for a, b in zip(lines, whole):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["num_tokens"] == b["num_tokens"]
+    assert (tmp_path / "resumed" / "model" / "config.json").is_file()
+
+
+def test_config_rejects_what_cannot_work():
+    with pytest.raises(ValueError, match="reference-free"):
+        TrainConfig(model="a/b", ref_model="c/d", dataset="x", output_dir="o", loss="simpo")
+    with pytest.raises(ValueError, match="multiple of gradient_accumulation"):
+        TrainConfig(model="a/b", dataset="x", output_dir="o", batch_size=6, gradient_accumulation=4)
+    assert math.isclose(TrainConfig(model="a/b", dataset="x", output_dir="o").beta, 0.1)
