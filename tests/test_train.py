@@ -47,9 +47,9 @@ def models(tmp_path_factory, tiny_models):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "open (issue 6): policy log-probs equal TRL's compute_loss on the same batch (-138.3494), but TRL's reference "
-    "log-probs differ by ~0.03 nats per sequence from the same reference model run through our path, the plain HF "
-    "forward and TRL's own fused head outside the trainer; see the progress note"))
+    "open (issue 6): our policy log-probs equal TRL's compute_loss on the same batch, but TRL's fused LM head on the "
+    "reference model gives log-probs ~0.03 nats per sequence away from the plain HF forward of that model (which "
+    "ours match); see the issue 6 progress note"))
 def test_first_step_matches_trl_dpo_trainer(models, tmp_path):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
