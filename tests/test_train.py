@@ -155,3 +155,46 @@ def test_config_rejects_what_cannot_work():
     with pytest.raises(ValueError, match="multiple of gradient_accumulation"):
         TrainConfig(model="a/b", dataset="x", output_dir="o", batch_size=6, gradient_accumulation=4)
     assert math.isclose(TrainConfig(model="a/b", dataset="x", output_dir="o").beta, 0.1)
+
+
+def lists_parquet(path, n=6):
+    """An exported-style list-wise file (AMPO / MPO): one chosen and several rejected answers."""
+    rows = []
+    for i in range(n):
+        answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+        rows.append({
+            "prompt_id": f"p{i}", "prompt": [{"role": "user", "content": f"Say something about {i}."}],
+            "chosen": [answer(f"{ANSWERS[0]} {i}.")], "rejected": [answer(ANSWERS[3]), answer(ANSWERS[2] + "?" * i)],
+            "chosen_ids": [f"p{i}/a"], "rejected_ids": [f"p{i}/b", f"p{i}/c"],
+            "weights": None if i % 2 else [1.0, 2.0, 0.5],
+        })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_group_contrastive_trains_on_lists_and_pair_losses_refuse_them(models, tmp_path):
+    data = lists_parquet(tmp_path / "data" / "lists" / "train-00000-of-00001.parquet")
+    base = {"model": models["policy"], "ref_model": models["ref"], "dataset": str(tmp_path / "data"), "batch_size": 3,
+            "max_steps": 6, "learning_rate": 5e-4, "max_length": 64, "output_dir": str(tmp_path / "out")}
+    metrics = train(dict(base, loss="group_contrastive"), progress=False).metrics
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert metrics[-1]["rewards/margins"] > metrics[0]["rewards/margins"]
+    with pytest.raises(ValueError, match="use loss group_contrastive"):
+        train(base, progress=False)
+
+
+def test_lora_trains_an_adapter_only(models, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = pairs_parquet(tmp_path / "data" / "pairs" / "train-00000-of-00001.parquet", n=8)
+    result = train({"model": models["policy"], "dataset": str(data.parent.parent), "batch_size": 4, "max_steps": 6,
+                    "learning_rate": 5e-3, "max_length": 64, "lora": {"r": 4, "alpha": 8},
+                    "output_dir": str(tmp_path / "lora")}, progress=False)
+    assert result.metrics[-1]["loss"] < result.metrics[0]["loss"]
+    saved = tmp_path / "lora" / "model"
+    assert (saved / "adapter_config.json").is_file() and not (saved / "model.safetensors").exists()
+    from peft import PeftModel
+
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models["policy"]), saved)
+    assert any("lora_B" in name and value.abs().sum() > 0 for name, value in tuned.state_dict().items())

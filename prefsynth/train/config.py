@@ -13,6 +13,15 @@ PAIR_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "cdpo", "sigmoid_nll", "ln_d
 REFERENCE_FREE = ("simpo", "orpo")
 
 
+class LoraOptions(Strict):
+    """A LoRA adapter (peft) instead of full fine-tuning; the reference is the base model."""
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = Field("all-linear", description="Module names, or all-linear.")
+
+
 class TrainConfig(Strict):
     """DPO-family training on an exported prefsynth dataset."""
 
@@ -40,11 +49,14 @@ class TrainConfig(Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     gradient_checkpointing: bool = False
     logprob_chunk: int = Field(1024, ge=1, description="Completion tokens per log-prob chunk (never full logits).")
+    lora: LoraOptions | None = Field(None, description="Train a LoRA adapter (peft); saved alone in output_dir/model.")
     checkpoint_every: int | None = Field(None, ge=1, description="Save a resumable checkpoint every N steps.")
     output_dir: str = Field(description="metrics.jsonl, checkpoints and the trained model.")
 
     @model_validator(mode="after")
     def _lists(self) -> "TrainConfig":
+        if self.lora is not None and self.ref_model is not None:
+            raise ValueError("with lora the reference is the base model: drop ref_model")
         if self.loss in REFERENCE_FREE and self.ref_model is not None:
             raise ValueError(f"loss {self.loss} is reference-free: drop ref_model")
         if self.batch_size % self.gradient_accumulation:

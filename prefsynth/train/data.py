@@ -44,12 +44,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 @dataclass
 class Sequences:
-    """Every pair as two token sequences: chosen at 2i, rejected at 2i + 1."""
+    """Every answer as one token sequence (prompt + answer), grouped by pair or list: a pair is
+    chosen at 2i, rejected at 2i + 1; a list's chosen answers come first."""
 
     ids: list[list[int]]
     completion_start: np.ndarray  # first completion token of each sequence
-    pair_keys: list[str]  # prompt_id/chosen_id/rejected_id, for caches and logs
-    dropped: int  # pairs whose prompt alone fills max_length
+    group: np.ndarray  # the pair / list each sequence belongs to
+    chosen: np.ndarray  # bool: a chosen answer
+    weight: np.ndarray  # list-wise weight (1 when the data has none)
+    keys: list[str]  # one per group: prompt_id + answer ids, for caches and logs
+    dropped: int  # groups whose prompt alone fills max_length
 
     @property
     def lengths(self) -> np.ndarray:
@@ -57,6 +61,16 @@ class Sequences:
 
     def completion_lengths(self) -> np.ndarray:
         return self.lengths - self.completion_start
+
+    @property
+    def groups(self) -> int:
+        return len(self.keys)
+
+    def rows_of(self, groups: np.ndarray) -> np.ndarray:
+        """Sequence rows of some groups, group by group (chosen before rejected)."""
+        starts = np.searchsorted(self.group, groups, side="left")
+        ends = np.searchsorted(self.group, groups, side="right")
+        return np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(groups) else np.zeros(0, int)
 
 
 def _template(tokenizer, conversations: list[list[dict]], generation_prompt: bool) -> list[list[int]]:
@@ -69,24 +83,41 @@ def _messages(value) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def tokenize_pairs(table: pa.Table, tokenizer, max_length: int) -> Sequences:
+def tokenize(table: pa.Table, tokenizer, max_length: int) -> Sequences:
+    """Pairs (chosen / rejected: one answer each) or lists (chosen / rejected: lists of answers)."""
+    listwise = "chosen_ids" in table.column_names
     prompts = [_messages(p) for p in table["prompt"].to_pylist()]
-    chosen = [_messages(c) for c in table["chosen"].to_pylist()]
-    rejected = [_messages(r) for r in table["rejected"].to_pylist()]
+    if listwise:
+        answers = [[_messages(a) for a in c] + [_messages(a) for a in r]
+                   for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
+        is_chosen = [[True] * len(c) + [False] * len(r) for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
+        weights = table["weights"].to_pylist() if "weights" in table.column_names else [None] * table.num_rows
+        keys = [f"{p}/{'/'.join(c + r)}" for p, c, r in zip(
+            table["prompt_id"].to_pylist(), table["chosen_ids"].to_pylist(), table["rejected_ids"].to_pylist())]
+    else:
+        answers = [[_messages(c), _messages(r)] for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
+        is_chosen = [[True, False]] * table.num_rows
+        weights = [None] * table.num_rows
+        keys = ["/".join(k) for k in zip(table["prompt_id"].to_pylist(), table["chosen_id"].to_pylist(),
+                                          table["rejected_id"].to_pylist())]
     prompt_ids = _template(tokenizer, prompts, True)
-    chosen_ids = _template(tokenizer, [p + c for p, c in zip(prompts, chosen)], False)
-    rejected_ids = _template(tokenizer, [p + r for p, r in zip(prompts, rejected)], False)
-    ids, starts, keys, dropped = [], [], [], 0
-    names = zip(table["prompt_id"].to_pylist(), table["chosen_id"].to_pylist(), table["rejected_id"].to_pylist())
-    for p, c, r, name in zip(prompt_ids, chosen_ids, rejected_ids, names):
-        start = min(common_prefix(p, c), common_prefix(p, r))
+    full = _template(tokenizer, [prompts[i] + a for i, group in enumerate(answers) for a in group], False)
+    ids, starts, group, chosen, weight, kept, dropped, at = [], [], [], [], [], [], 0, 0
+    for i, answer_list in enumerate(answers):
+        sequences = full[at: at + len(answer_list)]
+        at += len(answer_list)
+        start = min(common_prefix(prompt_ids[i], seq) for seq in sequences)
         if start >= max_length:
             dropped += 1
             continue
-        ids += [c[:max_length], r[:max_length]]
-        starts += [start, start]
-        keys.append("/".join(name))
-    return Sequences(ids, np.array(starts, dtype=np.int64), keys, dropped)
+        ids += [seq[:max_length] for seq in sequences]
+        starts += [start] * len(sequences)
+        group += [len(kept)] * len(sequences)
+        chosen += is_chosen[i]
+        weight += weights[i] if weights[i] is not None else [1.0] * len(sequences)
+        kept.append(keys[i])
+    return Sequences(ids, np.array(starts, dtype=np.int64), np.array(group, dtype=np.int64), np.array(chosen, dtype=bool),
+                     np.array(weight, dtype=np.float64), kept, dropped)
 
 
 def read_dataset(path: str | Path) -> tuple[pa.Table, str]:

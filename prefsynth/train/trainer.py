@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import torch
 
 from prefsynth.train.config import TrainConfig
-from prefsynth.train.data import Sequences, dataset_files, read_dataset, tokenize_pairs
+from prefsynth.train.data import Sequences, dataset_files, read_dataset, tokenize
 from prefsynth.train.logprobs import sequence_logps
-from prefsynth.train.losses import pair_loss
+from prefsynth.train.losses import group_contrastive_loss, pair_loss
 
 CHECKPOINT = "checkpoint"
 
@@ -58,7 +58,7 @@ def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -
     files, _ = dataset_files(cfg.dataset)
     key = hashlib.sha256(json.dumps({
         "model": _fingerprint(cfg.ref_model or cfg.model), "template": tokenizer.chat_template or "",
-        "vocab": len(tokenizer), "max_length": cfg.max_length, "pairs": sequences.pair_keys,
+        "vocab": len(tokenizer), "max_length": cfg.max_length, "groups": sequences.keys,
         "tokens": hashlib.sha256(np.concatenate([np.asarray(s) for s in sequences.ids]).tobytes()).hexdigest(),
     }, sort_keys=True).encode()).hexdigest()[:24]
     cache = files[0].parent / "ref_logps" / f"{key}.parquet"
@@ -87,8 +87,52 @@ class TrainResult:
     metrics: list[dict]
 
 
-def _order(n_pairs: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n_pairs)
+def _order(groups: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(groups)
+
+
+def _policy(cfg: TrainConfig, device):
+    model = load_model(cfg.model, cfg.dtype, device)
+    if cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        options = cfg.lora.model_dump()
+        model = get_peft_model(model, LoraConfig(r=options["r"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
+                                                 target_modules=options["target_modules"], task_type="CAUSAL_LM"))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    return model
+
+
+def _step_losses(cfg: TrainConfig, sequences: Sequences, rows: np.ndarray, logps, ref, lengths, device):
+    """Per-group losses of the rows' groups, and the sums behind the step's metrics."""
+    reference = torch.tensor(ref[rows], device=device, dtype=torch.float32)
+    reward = cfg.beta * (logps - reference).detach()
+    chosen = torch.tensor(sequences.chosen[rows], device=device)
+    group = sequences.group[rows]
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    bounds = list(zip(first, np.r_[first[1:], len(rows)]))
+    if cfg.loss == "group_contrastive":
+        weight = torch.tensor(sequences.weight[rows], device=device, dtype=torch.float32)
+        losses = torch.stack([group_contrastive_loss((logps - reference)[a:b], chosen[a:b], weight[a:b], cfg.beta)
+                              for a, b in bounds])
+    else:
+        if len(rows) != 2 * len(bounds):
+            raise ValueError(f"loss {cfg.loss} needs pairs; use loss group_contrastive for list-wise data")
+        size = lengths[rows].to(device)
+        losses = pair_loss(cfg.loss, logps[0::2], logps[1::2], reference[0::2], reference[1::2], size[0::2], size[1::2], cfg)
+    best_rejected = [reward[a:b][~chosen[a:b]].max() for a, b in bounds]
+    worst_chosen = [reward[a:b][chosen[a:b]].min() for a, b in bounds]
+    sums = {
+        "chosen": reward[chosen].sum().item() / max(1, int(chosen.sum())) * len(bounds),
+        "rejected": reward[~chosen].sum().item() / max(1, int((~chosen).sum())) * len(bounds),
+        "accuracy": sum(float(c > r) for c, r in zip(worst_chosen, best_rejected)),
+        "logps_c": logps.detach()[chosen].sum().item() / max(1, int(chosen.sum())) * len(bounds),
+        "logps_r": logps.detach()[~chosen].sum().item() / max(1, int((~chosen).sum())) * len(bounds),
+    }
+    sums["margin"] = sums["chosen"] - sums["rejected"]
+    return losses, sums
 
 
 def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -103,23 +147,20 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(materialize(cfg.model))
     table, kind = read_dataset(cfg.dataset)
-    if kind != "pairs":
-        raise ValueError(f"{cfg.dataset} holds list-wise data; loss {cfg.loss} needs pairs")
-    sequences = tokenize_pairs(table, tokenizer, cfg.max_length)
-    n_pairs = len(sequences.ids) // 2
-    if n_pairs == 0:
-        raise ValueError(f"{cfg.dataset}: no pair fits max_length {cfg.max_length}")
-    ref = reference_logps(cfg, sequences, tokenizer, device) if cfg.uses_reference else np.zeros(2 * n_pairs)
+    if kind == "lists" and cfg.loss != "group_contrastive":
+        raise ValueError(f"{cfg.dataset} holds list-wise data (AMPO/MPO): use loss group_contrastive, not {cfg.loss}")
+    sequences = tokenize(table, tokenizer, cfg.max_length)
+    if sequences.groups == 0:
+        raise ValueError(f"{cfg.dataset}: no pair or list fits max_length {cfg.max_length}")
+    ref = reference_logps(cfg, sequences, tokenizer, device) if cfg.uses_reference else np.zeros(len(sequences.ids))
     lengths = torch.tensor(sequences.completion_lengths(), dtype=torch.float32)
     tokens = sequences.lengths
 
-    model = load_model(cfg.model, cfg.dtype, device)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    model.train()
-    steps_per_epoch = max(1, n_pairs // cfg.batch_size)
+    model = _policy(cfg, device)
+    steps_per_epoch = max(1, sequences.groups // cfg.batch_size)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
     step, seen_tokens = 0, 0
     metrics_path = out / "metrics.jsonl"
@@ -134,33 +175,22 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     micro = cfg.batch_size // cfg.gradient_accumulation
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
-        pairs = _order(n_pairs, cfg.seed, epoch)[position * cfg.batch_size: (position + 1) * cfg.batch_size]
+        groups = _order(sequences.groups, cfg.seed, epoch)[position * cfg.batch_size: (position + 1) * cfg.batch_size]
         started = time.perf_counter()
-        sums = {name: 0.0 for name in ("loss", "chosen", "rejected", "accuracy", "margin", "logps_c", "logps_r")}
+        sums = dict.fromkeys(("loss", "chosen", "rejected", "accuracy", "margin", "logps_c", "logps_r"), 0.0)
         step_tokens = 0
-        for begin in range(0, len(pairs), micro):
-            chunk = pairs[begin: begin + micro]
-            rows = np.stack([2 * chunk, 2 * chunk + 1], axis=1).reshape(-1)  # c0, r0, c1, r1, ...
+        for begin in range(0, len(groups), micro):
+            rows = sequences.rows_of(groups[begin: begin + micro])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
                 logps = sequence_logps(model, [sequences.ids[i] for i in rows], sequences.completion_start[rows],
                                        cfg.logprob_chunk).float()
-            policy_c, policy_r = logps[0::2], logps[1::2]
-            ref_c = torch.tensor(ref[rows[0::2]], device=device, dtype=torch.float32)
-            ref_r = torch.tensor(ref[rows[1::2]], device=device, dtype=torch.float32)
-            len_c, len_r = lengths[rows[0::2]].to(device), lengths[rows[1::2]].to(device)
-            losses = pair_loss(cfg.loss, policy_c, policy_r, ref_c, ref_r, len_c, len_r, cfg)
-            (losses.sum() / len(pairs)).backward()
-            with torch.no_grad():
-                reward_c, reward_r = cfg.beta * (policy_c - ref_c), cfg.beta * (policy_r - ref_r)
-                sums["loss"] += losses.sum().item()
-                sums["chosen"] += reward_c.sum().item()
-                sums["rejected"] += reward_r.sum().item()
-                sums["accuracy"] += (reward_c > reward_r).float().sum().item()
-                sums["margin"] += (reward_c - reward_r).sum().item()
-                sums["logps_c"] += policy_c.sum().item()
-                sums["logps_r"] += policy_r.sum().item()
+            losses, part = _step_losses(cfg, sequences, rows, logps, ref, lengths, device)
+            (losses.sum() / len(groups)).backward()
+            part["loss"] = losses.detach().sum().item()
+            for name, value in part.items():
+                sums[name] += value
             step_tokens += int(tokens[rows].sum())
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm or float("inf"))
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -169,7 +199,7 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
         seen_tokens += step_tokens
         if device.type == "cuda":
             torch.cuda.synchronize()
-        n = len(pairs)
+        n = len(groups)
         record = {
             "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": sums["loss"] / n,
             "rewards/chosen": sums["chosen"] / n, "rewards/rejected": sums["rejected"] / n,
@@ -186,7 +216,7 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
             _save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, seen_tokens)
     bar.close()
-    model.save_pretrained(out / "model")
+    model.save_pretrained(out / "model")  # the LoRA adapter alone when training one
     tokenizer.save_pretrained(out / "model")
     return TrainResult(out, step, history)
 
@@ -220,7 +250,15 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[int, in
     weights = {}
     for file in sorted((folder / "model").glob("*.safetensors")):
         weights.update(load_file(file))
-    model.load_state_dict(weights, strict=False)
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, weights)
+    else:
+        missing = model.load_state_dict(weights, strict=False).missing_keys
+        tied = {name for name in missing if "lm_head" in name}
+        if set(missing) - tied:
+            raise RuntimeError(f"checkpoint {folder} lacks weights: {sorted(set(missing) - tied)[:5]}")
     state = torch.load(folder / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
