@@ -8,7 +8,7 @@ Every method shares one preparation (groups.py: usable candidates, duplicate tex
 canonical order, prompts without spread dropped with a reason) and the same tie rule (the lowest
 candidate_id, or a seeded random order). Each method is one small vectorised function over the
 grouped numpy arrays; reference.py holds plain per-prompt Python versions that tests and
-benchmarks/select.py compare against.
+benchmarks/select_vs_reference.py compare against.
 """
 from __future__ import annotations
 

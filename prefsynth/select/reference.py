@@ -2,7 +2,7 @@
 
 Written to be read, not to be fast: rows become dicts, each prompt is a list, each method a few
 lines over it. tests/test_select.py checks that the vectorised selectors give exactly these
-results, and benchmarks/select.py times both. (Random draws use the same counter-based keys,
+results, and benchmarks/select_vs_reference.py times both. (Random draws use the same counter-based keys,
 computed per prompt, so both sides see the same draws.)
 
 Covers best_worst, mu_sigma, sweet_spot_scalable, margin, rso, ampo_bottomk and mpo; the

@@ -48,6 +48,10 @@ class TrainConfig(Strict):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: bf16 weights and autocast (GPU).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     gradient_checkpointing: bool = False
+    attention: Literal["auto", "sdpa", "flash_attention_2", "flex_attention", "eager"] = Field(
+        "auto", description="Attention kernel for packed sequences; auto: flash-attention varlen on a GPU when the "
+        "flash_attn package is installed, else SDPA with the block-diagonal mask transformers builds from position ids.",
+    )
     logprob_chunk: int = Field(1024, ge=1, description="Completion tokens per log-prob chunk (never full logits).")
     lora: LoraOptions | None = Field(None, description="Train a LoRA adapter (peft); saved alone in output_dir/model.")
     checkpoint_every: int | None = Field(None, ge=1, description="Save a resumable checkpoint every N steps.")

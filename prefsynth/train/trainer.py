@@ -34,13 +34,23 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(reference: str, dtype: str, device: torch.device):
+def attention_kernel(choice: str, device: torch.device) -> str:
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def load_model(reference: str, dtype: str, device: torch.device, attention: str = "auto"):
     from transformers import AutoModelForCausalLM
 
     from prefsynth.models import materialize
 
     torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(materialize(reference), dtype=torch_dtype).to(device)
+    return AutoModelForCausalLM.from_pretrained(
+        materialize(reference), dtype=torch_dtype, attn_implementation=attention_kernel(attention, device)
+    ).to(device)
 
 
 def _fingerprint(reference: str) -> dict:
@@ -64,7 +74,7 @@ def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -
     cache = files[0].parent / "ref_logps" / f"{key}.parquet"
     if cache.is_file():
         return pq.read_table(cache)["logps"].to_numpy()
-    model = load_model(cfg.ref_model or cfg.model, cfg.dtype, device).eval()
+    model = load_model(cfg.ref_model or cfg.model, cfg.dtype, device, cfg.attention).eval()
     values = []
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
         for begin in range(0, len(sequences.ids), 2 * cfg.batch_size):
@@ -92,7 +102,7 @@ def _order(groups: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _policy(cfg: TrainConfig, device):
-    model = load_model(cfg.model, cfg.dtype, device)
+    model = load_model(cfg.model, cfg.dtype, device, cfg.attention)
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
 

@@ -1,6 +1,9 @@
 """Selectors vs their plain per-prompt Python reference, same data, same run.
 
-    .venv/bin/python benchmarks/select.py [--prompts 125000] [--per-prompt 8] [--repeats 3]
+    .venv/bin/python benchmarks/select_vs_reference.py [--prompts 125000] [--per-prompt 8] [--repeats 3]
+
+(Not named benchmarks/select.py: a script's folder comes first on sys.path, so a select.py there
+would shadow the standard library's `select` for every benchmark script.)
 
 1,000,000 candidates by default (125,000 prompts x 8; normal scores, 2% missing, 2% filtered
 out) through every pair method, in two row layouts: grouped (each prompt's candidates together in
@@ -13,22 +16,15 @@ sweet_spot_scalable and margin (rso is iterative by nature and is reported only)
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import platform
+import time
 
-# This file is named like the standard library's `select` module, and a script's folder comes
-# first on sys.path: drop it before anything imports `select` (asyncio and subprocess do).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import pyarrow as pa
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from prefsynth.select import select  # noqa: E402
-from prefsynth.select.reference import reference_select  # noqa: E402
+from prefsynth.select import select
+from prefsynth.select.reference import reference_select
 
 METHODS = {  # method: (options, speed target or None)
     "best_worst": ({}, 20.0),

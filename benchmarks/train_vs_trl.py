@@ -1,0 +1,194 @@
+"""prefsynth's trainer vs TRL 1.16's DPOTrainer: real (non-padding) tokens/s and peak memory.
+
+    python benchmarks/train_vs_trl.py                      # GPU: Qwen2-0.5B shape, max_length 1024
+    python benchmarks/train_vs_trl.py --shape 1.5b
+    python benchmarks/train_vs_trl.py --max-length 2048 --tokens 1060
+    python benchmarks/train_vs_trl.py --shape tiny --device cpu --steps 3 --warmup 1   # CPU check
+
+Every variant runs in its own process on the same random-weight model (built here from a Qwen2
+config: no Hub) and the same synthetic conversational pairs (~`--tokens` tokens per sequence,
+8 pairs per step): TRL with its defaults (gradient checkpointing, reference forward every step),
+TRL tuned (precompute_ref_log_probs=True, gradient_checkpointing=False), and prefsynth (reference
+log-probs precomputed and cached, packed sequences, chunked log-probs). Throughput counts real
+tokens (prompt + completion, both sequences of a pair) over the timed steps after warm-up; the
+reference pass that tuned TRL and prefsynth do once is not timed. Peak memory is
+torch.cuda.max_memory_allocated (GPU) or the process's peak RSS (CPU).
+
+Needs torch, transformers, trl 1.16 and datasets; installs nothing. On a machine without trl /
+datasets, these wheels worked (pip install --no-deps --target DIR, then PYTHONPATH=DIR):
+trl==1.16.0 datasets==4.8.4 dill==0.4.0 multiprocess==0.70.18.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPES = {  # Qwen2 configurations (random weights)
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=False),
+}
+VARIANTS = ("trl_default", "trl_tuned", "prefsynth")
+
+
+def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, seed: int = 0) -> None:
+    """A random-weight Qwen2 model with a word-level tokenizer, and pairs of about `tokens` tokens."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    words = [f"w{i}" for i in range(2000)]
+    vocab = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"] + words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' <eos> ' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
+    )
+    tokenizer.save_pretrained(folder / "model")
+    torch.manual_seed(seed)
+    config = Qwen2Config(max_position_embeddings=max(4096, 2 * max_length), **SHAPES[shape])
+    Qwen2ForCausalLM(config).save_pretrained(folder / "model")
+    rng = random.Random(seed)
+    text = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
+    prompt_tokens, answer_tokens = tokens // 3, tokens - tokens // 3 - 6
+    rows = [{
+        "prompt_id": f"p{i}", "chosen_id": f"p{i}/c", "rejected_id": f"p{i}/r",
+        "prompt": [{"role": "user", "content": text(prompt_tokens)}],
+        "chosen": [{"role": "assistant", "content": text(answer_tokens + rng.randint(-20, 20))}],
+        "rejected": [{"role": "assistant", "content": text(answer_tokens + rng.randint(-20, 20))}],
+    } for i in range(8 * steps)]
+    (folder / "data" / "pairs").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "pairs" / "train-00000-of-00001.parquet")
+
+
+def _peak(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+
+
+def run_trl(folder: Path, tuned: bool, args) -> dict:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    cuda = args.device == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    marks = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            if cuda:
+                torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+    data = datasets.load_dataset("parquet", data_files=str(folder / "data" / "pairs" / "*.parquet"), split="train")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "model")
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(folder / "model", dtype=dtype),
+        args=DPOConfig(
+            output_dir=str(folder / "trl"), max_steps=args.warmup + args.steps, per_device_train_batch_size=8,
+            max_length=args.max_length, report_to=[], save_strategy="no", logging_steps=1, use_cpu=not cuda,
+            bf16=cuda, learning_rate=1e-6, disable_tqdm=True, dataloader_drop_last=True,
+            **({"precompute_ref_log_probs": True, "gradient_checkpointing": False} if tuned else {}),
+        ),
+        train_dataset=data, processing_class=tokenizer, callbacks=[Clock()],
+    )
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = [time.perf_counter()]
+    trainer.train()
+    tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+    timed = tokens[-1] - tokens[args.warmup - 1] if args.warmup else tokens[-1]
+    seconds = marks[-1] - (marks[args.warmup - 1] if args.warmup else started[0])
+    return {"tokens_per_s": timed / seconds, "peak_gib": _peak(args.device), "loss": trainer.state.log_history[0]["loss"]}
+
+
+def run_prefsynth(folder: Path, args) -> dict:
+    import torch
+
+    from prefsynth.train import train
+
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    result = train({
+        "model": str(folder / "model"), "dataset": str(folder / "data"), "output_dir": str(folder / "ours"),
+        "batch_size": 8, "max_steps": args.warmup + args.steps, "max_length": args.max_length,
+        "learning_rate": 1e-6, "dtype": "bfloat16" if cuda else "float32", "device": args.device,
+    }, progress=False)
+    previous = result.metrics[args.warmup - 1]["num_tokens"] if args.warmup else 0
+    tokens = seconds = 0.0
+    for record in result.metrics[args.warmup:]:  # each step's tokens over its own time
+        step_tokens, previous = record["num_tokens"] - previous, record["num_tokens"]
+        tokens += step_tokens
+        seconds += step_tokens / record["tokens_per_s"]
+    return {"tokens_per_s": tokens / seconds, "peak_gib": _peak(args.device), "loss": result.metrics[0]["loss"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="0.5b")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--tokens", type=int, default=530, help="Tokens per sequence (prompt + one answer).")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.worker:
+        folder = Path(args.folder)
+        result = run_prefsynth(folder, args) if args.worker == "prefsynth" else run_trl(folder, args.worker == "trl_tuned", args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="prefsynth-bench-") as tmp:
+        folder = Path(tmp)
+        build(folder, args.shape, args.max_length, args.tokens, args.warmup + args.steps)
+        results = {}
+        for variant in args.variants.split(","):
+            command = [sys.executable, __file__, "--worker", variant, "--folder", tmp, "--device", args.device,
+                       "--max-length", str(args.max_length), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
+            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{variant} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                continue
+            results[variant] = json.loads(line[len("RESULT "):])
+            print(f"  {variant}: {results[variant]}", flush=True)
+    print(f"\nshape {args.shape}, device {args.device}, max_length {args.max_length}, ~{args.tokens} tokens/sequence, "
+          f"8 pairs/step, {args.steps} timed steps after {args.warmup} warm-up")
+    base = results.get("trl_tuned")
+    print(f"{'variant':<14}{'tokens/s':>12}{'peak GiB':>10}{'vs TRL tuned':>14}")
+    for variant, result in results.items():
+        ratio = f"{result['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "-"
+        print(f"{variant:<14}{result['tokens_per_s']:>12,.0f}{result['peak_gib']:>10.2f}{ratio:>14}")
+
+
+if __name__ == "__main__":
+    main()
