@@ -9,6 +9,8 @@ from pydantic_core import PydanticUndefined
 
 from prefsynth import config as c
 
+from prefsynth.train import config as train_config
+
 SECTIONS = [
     ("Pipeline (top level)", c.PipelineConfig),
     ("sources[]", c.Source),
@@ -32,6 +34,8 @@ SECTIONS = [
     *[(f"selector (method: {method})", model) for method, model in c.SELECTORS.items()],
     ("export", c.Export),
     ("report", c.Report),
+    ("prefsynth train: training config", train_config.TrainConfig),
+    ("prefsynth train: lora", train_config.LoraOptions),
 ]
 
 

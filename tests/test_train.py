@@ -198,3 +198,17 @@ def test_lora_trains_an_adapter_only(models, tmp_path):
 
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models["policy"]), saved)
     assert any("lora_B" in name and value.abs().sum() > 0 for name, value in tuned.state_dict().items())
+
+
+def test_micro_batching_does_not_change_the_step(models, tmp_path):
+    """The same step packed as one forward pass, as 4 micro-batches, or by a token budget."""
+    data = pairs_parquet(tmp_path / "data" / "pairs" / "train-00000-of-00001.parquet", n=8)
+    base = {"model": models["policy"], "ref_model": models["ref"], "dataset": str(data.parent.parent), "batch_size": 8,
+            "max_steps": 2, "learning_rate": 5e-4, "max_length": 64}
+    whole = train(dict(base, output_dir=str(tmp_path / "a")), progress=False).metrics
+    split = train(dict(base, gradient_accumulation=4, output_dir=str(tmp_path / "b")), progress=False).metrics
+    budget = train(dict(base, micro_batch_tokens=150, output_dir=str(tmp_path / "c")), progress=False).metrics
+    for other in (split, budget):
+        for a, b in zip(whole, other):
+            for key in ("loss", "grad_norm", "logps/chosen", "rewards/margins"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4), key

@@ -1,5 +1,13 @@
-"""Bundled DPO-family trainer on exported prefsynth datasets (see trainer.py)."""
-from prefsynth.train.config import TrainConfig, load_train_config
-from prefsynth.train.trainer import TrainResult, train
+"""Bundled DPO-family trainer on exported prefsynth datasets (see trainer.py). torch loads on the
+first call to `train`, not on import, so the CLI and config tooling stay light."""
+from prefsynth.train.config import LoraOptions, TrainConfig, load_train_config
 
-__all__ = ["TrainConfig", "TrainResult", "load_train_config", "train"]
+
+def train(config, **kwargs):
+    """Train on an exported dataset; see prefsynth.train.trainer.train."""
+    from prefsynth.train.trainer import train as run
+
+    return run(config, **kwargs)
+
+
+__all__ = ["LoraOptions", "TrainConfig", "load_train_config", "train"]

@@ -41,6 +41,10 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null: none.")
     batch_size: int = Field(8, ge=1, description="Pairs (or lists) per optimizer step.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per step (batch_size is split across them).")
+    micro_batch_tokens: int | None = Field(
+        None, ge=1, description="Token budget of one packed micro-batch (replaces gradient_accumulation): a step's "
+        "pairs are packed greedily up to this many tokens per forward pass; null: batch_size / gradient_accumulation pairs.",
+    )
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; null: `epochs` over the data.")
     epochs: float = Field(1.0, gt=0)
     max_length: int = Field(1024, ge=8, description="Tokens per sequence (prompt + completion), truncated at the end.")

@@ -101,6 +101,21 @@ def _order(groups: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(groups)
 
 
+def _micro_batches(groups: np.ndarray, sequences: Sequences, tokens: np.ndarray, size: int, budget: int | None):
+    """The step's groups in packed micro-batches: `size` groups each, or greedily up to `budget` tokens."""
+    if budget is None:
+        return [groups[begin: begin + size] for begin in range(0, len(groups), size)]
+    batches, current, used = [], [], 0
+    for group in groups:
+        cost = int(tokens[sequences.rows_of(np.array([group]))].sum())
+        if current and used + cost > budget:
+            batches.append(np.array(current))
+            current, used = [], 0
+        current.append(group)
+        used += cost
+    return batches + [np.array(current)]
+
+
 def _policy(cfg: TrainConfig, device):
     model = load_model(cfg.model, cfg.dtype, device, cfg.attention)
     if cfg.lora is not None:
@@ -189,8 +204,8 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
         started = time.perf_counter()
         sums = dict.fromkeys(("loss", "chosen", "rejected", "accuracy", "margin", "logps_c", "logps_r"), 0.0)
         step_tokens = 0
-        for begin in range(0, len(groups), micro):
-            rows = sequences.rows_of(groups[begin: begin + micro])
+        for part_groups in _micro_batches(groups, sequences, tokens, micro, cfg.micro_batch_tokens):
+            rows = sequences.rows_of(part_groups)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
                 logps = sequence_logps(model, [sequences.ids[i] for i in rows], sequences.completion_start[rows],
                                        cfg.logprob_chunk).float()
