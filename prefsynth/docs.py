@@ -8,7 +8,6 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from prefsynth import config as c
-
 from prefsynth.train import config as train_config
 
 SECTIONS = [
