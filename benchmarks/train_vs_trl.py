@@ -1,9 +1,10 @@
 """prefsynth's trainer vs TRL 1.16's DPOTrainer: real (non-padding) tokens/s and peak memory.
 
-    python benchmarks/train_vs_trl.py                      # GPU: Qwen2-0.5B shape, max_length 1024
-    python benchmarks/train_vs_trl.py --shape 1.5b
-    python benchmarks/train_vs_trl.py --max-length 2048 --tokens 1060
-    python benchmarks/train_vs_trl.py --shape tiny --device cpu --steps 3 --warmup 1   # CPU check
+    python benchmarks/train_vs_trl.py       # GPU: rows 0.5b@1024, 1.5b@1024, 0.5b@2048; table last
+    python benchmarks/train_vs_trl.py --rows 0.5b:1024            # one row
+    python benchmarks/train_vs_trl.py --rows tiny:1024 --device cpu --steps 3 --warmup 1   # CPU check
+
+A row is SHAPE:MAX_LENGTH; at max_length 2048 the sequences are twice as long (~1,060 tokens).
 
 Every variant runs in its own process on the same random-weight model (built here from a Qwen2
 config: no Hub) and the same synthetic conversational pairs (~`--tokens` tokens per sequence,
@@ -28,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # prefsynth from this checkout, uninstalled
 
 SHAPES = {  # Qwen2 configurations (random weights)
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -148,10 +151,11 @@ def run_prefsynth(folder: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="0.5b")
+    parser.add_argument("--rows", default="0.5b:1024,1.5b:1024,0.5b:2048", help="SHAPE:MAX_LENGTH,...")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="0.5b", help=argparse.SUPPRESS)
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--tokens", type=int, default=530, help="Tokens per sequence (prompt + one answer).")
+    parser.add_argument("--tokens", type=int, default=530, help="Tokens per sequence at max_length 1024 (scaled with it).")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -167,27 +171,31 @@ def main() -> None:
         result = run_prefsynth(folder, args) if args.worker == "prefsynth" else run_trl(folder, args.worker == "trl_tuned", args)
         print("RESULT " + json.dumps(result), flush=True)
         return
-    with tempfile.TemporaryDirectory(prefix="prefsynth-bench-") as tmp:
-        folder = Path(tmp)
-        build(folder, args.shape, args.max_length, args.tokens, args.warmup + args.steps)
-        results = {}
-        for variant in args.variants.split(","):
-            command = [sys.executable, __file__, "--worker", variant, "--folder", tmp, "--device", args.device,
-                       "--max-length", str(args.max_length), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{variant} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-                continue
-            results[variant] = json.loads(line[len("RESULT "):])
-            print(f"  {variant}: {results[variant]}", flush=True)
-    print(f"\nshape {args.shape}, device {args.device}, max_length {args.max_length}, ~{args.tokens} tokens/sequence, "
-          f"8 pairs/step, {args.steps} timed steps after {args.warmup} warm-up")
-    base = results.get("trl_tuned")
-    print(f"{'variant':<14}{'tokens/s':>12}{'peak GiB':>10}{'vs TRL tuned':>14}")
-    for variant, result in results.items():
+    table = []
+    for row in args.rows.split(","):
+        shape, max_length = row.split(":")
+        tokens = args.tokens * int(max_length) // 1024
+        with tempfile.TemporaryDirectory(prefix="prefsynth-bench-") as tmp:
+            build(Path(tmp), shape, int(max_length), tokens, args.warmup + args.steps)
+            for variant in args.variants.split(","):
+                command = [sys.executable, __file__, "--worker", variant, "--folder", tmp, "--device", args.device,
+                           "--max-length", max_length, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                done = subprocess.run(command, capture_output=True, text=True,
+                                      env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
+                line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
+                if line is None:
+                    print(f"{row} {variant} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                    continue
+                result = json.loads(line[len("RESULT "):])
+                table.append((shape, max_length, tokens, variant, result))
+                print(f"  {row} {variant}: {result}", flush=True)
+    print(f"\ndevice {args.device}; 8 pairs/step; {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"{'shape':<7}{'max_len':>8}{'tok/seq':>8}  {'variant':<13}{'tokens/s':>11}{'peak GiB':>10}{'vs TRL tuned':>14}")
+    for shape, max_length, tokens, variant, result in table:
+        base = next((r for s_, m, _, v, r in table if (s_, m, v) == (shape, max_length, "trl_tuned")), None)
         ratio = f"{result['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "-"
-        print(f"{variant:<14}{result['tokens_per_s']:>12,.0f}{result['peak_gib']:>10.2f}{ratio:>14}")
+        print(f"{shape:<7}{max_length:>8}{tokens:>8}  {variant:<13}{result['tokens_per_s']:>11,.0f}"
+              f"{result['peak_gib']:>10.2f}{ratio:>14}")
 
 
 if __name__ == "__main__":
