@@ -127,7 +127,8 @@ def test_training_lowers_the_loss_and_resume_continues_the_same_curve(models, tm
             "batch_size": 4, "max_steps": 8, "learning_rate": 5e-4, "beta": 0.1, "max_length": 64}
     whole = train(dict(base, output_dir=str(tmp_path / "whole")), progress=False).metrics
     assert whole[-1]["loss"] < whole[0]["loss"] and whole[-1]["rewards/accuracies"] >= whole[0]["rewards/accuracies"]
-    assert len(list((data.parent.parent / "pairs" / "ref_logps").glob("*.parquet"))) == 1  # cached beside the data
+    assert len(list((data.parent.parent.parent / "_ref_logps").glob("*.parquet"))) == 1  # beside data/, not in it
+    assert pq.read_table(data.parent).num_rows == 8  # the dataset folder still reads as the pairs alone
 
     saved = trainer._save_checkpoint
 

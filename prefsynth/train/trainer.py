@@ -62,6 +62,15 @@ def _fingerprint(reference: str) -> dict:
     return {"ref": reference, "config": hashlib.sha256(config.encode()).hexdigest(), "files": files}
 
 
+def cache_dir(data_file: Path) -> Path:
+    """Where reference log-probs are cached: `<dataset>/_ref_logps/` beside `data/`, or beside the
+    Parquet files. The underscore keeps Arrow's and datasets' file discovery away from it."""
+    folder = data_file.parent
+    if folder.name in ("pairs", "lists") and folder.parent.name == "data":
+        folder = folder.parent.parent
+    return folder / "_ref_logps"
+
+
 def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -> np.ndarray:
     """Reference log-probs of every sequence, computed once in a no-grad pass and stored beside the
     dataset under a key of (reference model, tokenizer, chat template, max_length, pairs)."""
@@ -71,7 +80,7 @@ def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -
         "vocab": len(tokenizer), "max_length": cfg.max_length, "groups": sequences.keys,
         "tokens": hashlib.sha256(np.concatenate([np.asarray(s) for s in sequences.ids]).tobytes()).hexdigest(),
     }, sort_keys=True).encode()).hexdigest()[:24]
-    cache = files[0].parent / "ref_logps" / f"{key}.parquet"
+    cache = cache_dir(files[0]) / f"{key}.parquet"
     if cache.is_file():
         return pq.read_table(cache)["logps"].to_numpy()
     model = load_model(cfg.ref_model or cfg.model, cfg.dtype, device, cfg.attention).eval()
