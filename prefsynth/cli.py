@@ -123,6 +123,29 @@ def train_command(
     out.print(f"{result.steps} steps, loss {last.get('loss', float('nan')):.4f} -> {result.output_dir / 'model'}")
 
 
+@app.command("push")
+def push_command(
+    run_dir: Path = typer.Argument(..., help="Run directory (or its dataset/ folder)."),
+    repo_id: str = typer.Argument(..., help="Hub dataset repository, e.g. my-org/my-dataset."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    revision: str = typer.Option(None, "--revision", help="Branch to commit to (created if needed)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded; upload nothing."),
+) -> None:
+    """Publish a build's dataset (card + Parquet) to the Hugging Face Hub in one commit."""
+    from prefsynth.publish import PushError, push
+
+    try:
+        result = push(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run)
+    except PushError as error:
+        out.print(f"[red]push failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    for name in result.files:
+        out.print(f"  {name}")
+    verb = "would upload" if dry_run else "uploaded"
+    out.print(f"{verb} {len(result.files)} files to {repo_id}@{result.revision}"
+              + (f": {result.commit_url}" if result.commit_url else ""))
+
+
 @app.command()
 def langs() -> None:
     """List the language registry."""

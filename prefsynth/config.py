@@ -529,6 +529,9 @@ class Export(Strict):
     """How the dataset is written under RUN/dataset/."""
 
     rows_per_file: int = Field(50_000, ge=1, description="Rows per Parquet file in dataset/data/pairs/.")
+    license: str = Field(
+        "other", description="License id for the dataset card (e.g. cc-by-4.0); other: see the generators' licenses.",
+    )
 
 
 class Balance(Strict):

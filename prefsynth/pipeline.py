@@ -21,6 +21,7 @@ from prefsynth import config as config_mod
 from prefsynth import schemas
 from prefsynth.config import LIST_METHODS, PipelineConfig
 from prefsynth.executor import PROMPTS_STAGE, LocalExecutor, StagePlan
+from prefsynth.export.card import write_card
 from prefsynth.export.pairs import ExportPairs, write_dataset
 from prefsynth.filter.rules import FilterCandidates
 from prefsynth.generate.translated import TranslateCompletions
@@ -213,6 +214,7 @@ class Pipeline:
         translated = plans[0].name if self.config.translate else None
         translated = "translate_quality" if any(p.name == "translate_quality" for p in plans) else translated
         result.coverage = coverage(run, translated_stage=translated)
+        write_card(run.dataset_path, self.config.model_dump(mode="json"), result.coverage, self.config.export.license)
         result.agreement = self.agreement(run)
         if self.config.report.diversity_model:
             result.diversity = strategy_diversity(run, self.config.report.diversity_model)

@@ -256,3 +256,21 @@ def test_bundled_trainer_learns_the_demo_dataset(demo_run, tmp_path):
     assert mean(last, "loss") < mean(first, "loss") - 0.1
     assert mean(last, "rewards/accuracies") > mean(first, "rewards/accuracies")
     assert (tmp_path / "dpo" / "model" / "model.safetensors").is_file()
+
+
+def test_dataset_folder_is_a_hub_dataset_with_a_card(demo_run):
+    import datasets
+    import yaml
+
+    import prefsynth
+
+    folder = demo_run["run_dir"] / "dataset"
+    card = (folder / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["language"] == ["ar", "de", "en", "es", "fr", "hi", "ja", "ru"]
+    assert front["configs"][0]["config_name"] == "pairs" and front["size_categories"] == ["n<1K"]
+    pairs = pq.read_table(folder / "data" / "pairs").num_rows
+    assert f"{pairs} pairs in 8 language(s)" in card and "| hi |" in card and "## Pipeline config" in card
+    loaded = datasets.load_dataset(str(folder))
+    assert list(loaded) == ["train"] and loaded["train"].num_rows == pairs
+    assert prefsynth.load(demo_run["run_dir"])["train"].num_rows == pairs
