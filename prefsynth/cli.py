@@ -146,6 +146,15 @@ def push_command(
               + (f": {result.commit_url}" if result.commit_url else ""))
 
 
+@app.command("report")
+def report_command(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
+    """Write RUN/report/index.html: per-language funnel, score distributions, margins, length bias,
+    language-ID confusion, judge agreement, diversity (self-contained, opens offline)."""
+    from prefsynth.report.html import write_report
+
+    out.print(f"report -> {write_report(run_dir)}")
+
+
 @app.command()
 def langs() -> None:
     """List the language registry."""
