@@ -3,6 +3,7 @@ repository (YAML front matter with languages, license, task, size, configs and t
 tells a person how it was built, what each language holds and what to be careful about."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -63,13 +64,16 @@ def _models(config: dict) -> list[str]:
 
 
 def card_text(config: dict, coverage: pd.DataFrame, kind: str, rows: int, margins: pd.Series,
-              license_id: str) -> str:
+              license_id: str, tag: str = "") -> str:
+    """`tag`: the build's export hash, also in the data file names. The config's file pattern names
+    it because `datasets` caches a local folder's config by its options, not by the files' content:
+    without it, a rebuilt dataset (or another folder called `dataset`) could be served stale."""
     languages = iso_languages(coverage["language"]) if len(coverage) else []
     front = {
         "language": languages, "license": license_id, "task_categories": ["text-generation"],
         "size_categories": [size_category(rows)],
         "tags": ["preference", "dpo", "synthetic", "multilingual", "prefsynth"],
-        "configs": [{"config_name": kind, "data_files": [{"split": "train", "path": f"data/{kind}/*.parquet"}],
+        "configs": [{"config_name": kind, "data_files": [{"split": "train", "path": f"data/{kind}/*{tag}.parquet"}],
                      "default": True}],
     }
     selector = config["selector"]
@@ -113,6 +117,10 @@ def write_card(dataset_dir: Path, config: dict, coverage: pd.DataFrame, license_
     kind = "lists" if (dataset_dir / "data" / "lists").is_dir() else "pairs"
     files = sorted((dataset_dir / "data" / kind).glob("*.parquet"))
     rows = sum(pq.read_metadata(f).num_rows for f in files)
-    text = card_text(config, coverage, kind, rows, mean_margins(dataset_dir, kind), license_id)
+    marker = dataset_dir / "_dataset.json"
+    export_hash = json.loads(marker.read_text()).get("export_hash", "") if marker.is_file() else ""
+    tag = f"-{export_hash[:8]}" if export_hash else ""
+    tag = tag if any(f.stem.endswith(tag) for f in files) else ""  # folders written before names carried it
+    text = card_text(config, coverage, kind, rows, mean_margins(dataset_dir, kind), license_id, tag)
     write_text_atomic(dataset_dir / "README.md", text)
     return dataset_dir / "README.md"

@@ -88,7 +88,7 @@ class ExportPairs(Op):
 
 def write_dataset(stage: StageDir, rejects: list[Path], dataset_dir: Path, rows_per_file: int, marker: dict,
                   kind: str = "pairs") -> int:
-    """Gather the export shards into dataset_dir/data/{kind}/train-XXXXX-of-YYYYY.parquet (kind:
+    """Gather the export shards into dataset_dir/data/{kind}/train-XXXXX-of-YYYYY-HASH.parquet (kind:
     pairs or lists; swapped in whole, the other kind's folder removed so the dataset is what this
     selector made), plus dataset_dir/rejects.parquet with every rejected row. Returns the rows."""
     tables = [stage.read_shard(shard) for shard in stage.shards()]
@@ -101,7 +101,10 @@ def write_dataset(stage: StageDir, rejects: list[Path], dataset_dir: Path, rows_
     files = max(1, math.ceil(rows.num_rows / rows_per_file))
     for index in range(files):
         part = rows.slice(index * rows_per_file, rows_per_file)
-        pq.write_table(part, staging / f"{SPLIT}-{index:05d}-of-{files:05d}.parquet", compression="zstd")
+        # the export hash in the name: a rebuilt dataset gets new file names, so `datasets` never serves
+        # a cached copy of an earlier build (it caches by file path)
+        name = f"{SPLIT}-{index:05d}-of-{files:05d}-{str(marker.get('export_hash', 'local'))[:8]}.parquet"
+        pq.write_table(part, staging / name, compression="zstd")
     target = dataset_dir / "data" / kind
     target.parent.mkdir(exist_ok=True)
     old = dataset_dir / f".{kind}.old"
