@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from prefsynth.config import EmbeddingJudge
@@ -34,11 +33,10 @@ class EmbedCandidates(Op):
         return SentenceTransformer(resolve_model(materialize(self.judge.model)), device=device)
 
     def process(self, encoder: Any, shard: ShardInput) -> ShardOutput:
+        from prefsynth.report.diversity import encode
+
         texts = shard.table.column("text").to_pylist()
-        vectors = encoder.encode(
-            [text or "" for text in texts], batch_size=self.judge.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        ).astype(np.float32)
+        vectors = encode(encoder, [text or "" for text in texts], self.judge.batch_size)
         width = vectors.shape[1] if vectors.ndim == 2 else 0
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width)
         return ShardOutput(shard.table.append_column(self.judge.name, column.cast(pa.list_(pa.float32()))),

@@ -62,14 +62,18 @@ def load_model(name: str) -> Any:
     return SentenceTransformer(resolve_model(name))
 
 
-def embed(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = 64) -> np.ndarray:
-    """L2-normalised sentence embeddings, one row per text."""
-    encoder = load_model(model)
+def encode(encoder: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """L2-normalised sentence embeddings from a loaded SentenceTransformer, one float32 row per text."""
     vectors = encoder.encode(
         list(texts), batch_size=batch_size, normalize_embeddings=True,
         convert_to_numpy=True, show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def embed(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised sentence embeddings, one row per text."""
+    return encode(load_model(model), texts, batch_size)
 
 
 def diversity_by_group(

@@ -119,13 +119,6 @@ class Groups:
     def segment_max(self, values: np.ndarray) -> np.ndarray:
         return np.maximum.reduceat(values, self.starts)
 
-    def segment_sum(self, values: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(values, self.starts)
-
-    def position(self) -> np.ndarray:
-        """Each row's position within its group (canonical order)."""
-        return np.arange(len(self.codes)) - self.starts[self.codes]
-
     def first(self, mask: np.ndarray | None, key: np.ndarray) -> np.ndarray:
         """Per group, the row with the smallest `key` among `mask` rows (None: all rows), ties by
         tie order; -1 where no row is in the mask."""
