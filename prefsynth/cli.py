@@ -45,15 +45,32 @@ def build(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N prompts."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="local or ray (default: the config's executor section, else local)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="With --executor ray: auto (running cluster), ray://HOST:10001, or local."),
+    output: Optional[str] = typer.Option(
+        None, "--output", help="Also write the dataset to this fsspec URL (s3://..., hf://datasets/..., a folder)."),
 ) -> None:
     """Build (or resume) a preference dataset. Rerunning the same command skips finished shards."""
+    from prefsynth.config import LocalExecutor, RayExecutor
     from prefsynth.executor import StageFailed
     from prefsynth.prompts import PromptSourceError
 
     pipeline = _load(config)
     run_dir = run_dir or Path("runs") / pipeline.config.name
+    chosen = pipeline.config.executor
+    if executor not in (None, "local", "ray"):
+        print(f"error: --executor must be local or ray, not {executor!r}", file=sys.stderr)
+        raise typer.Exit(2)
+    if executor == "local":
+        chosen = LocalExecutor()
+    elif executor == "ray" or ray_address:
+        chosen = chosen if chosen.type == "ray" else RayExecutor()
+        chosen = chosen.model_copy(update={"address": ray_address}) if ray_address else chosen
+    pipeline.config = pipeline.config.model_copy(update={"executor": chosen})
     try:
-        result = pipeline.run(run_dir, limit=limit, progress=not quiet)
+        result = pipeline.run(run_dir, limit=limit, progress=not quiet, output=output)
     except (StageFailed, PromptSourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1)
@@ -81,6 +98,8 @@ def print_summary(result) -> None:
                   + ", ".join(f"{k}: {v:.3f}" for k, v in result.diversity.items()))
     pairs = result.pairs().num_rows
     out.print(f"{pairs} pairs -> {result.dataset_dir / 'data' / 'pairs'}  (total {result.wall_s:.1f} s)")
+    if result.output:
+        out.print(f"dataset also written to {result.output[-1].rsplit('/', 1)[0]} ({len(result.output)} files)")
 
 
 @app.command()

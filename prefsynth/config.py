@@ -615,6 +615,46 @@ class Report(Strict):
     )
 
 
+class LocalExecutor(Strict):
+    """Run every stage on this machine: CPU stages in the build process, model stages in one
+    worker process each (the default)."""
+
+    type: Literal["local"] = "local"
+
+
+class RayExecutor(Strict):
+    """Run the same stages over the same shards on a Ray cluster: model stages as Ray actors (one
+    engine each), CPU stages as Ray tasks. The build process (the driver) reads inputs and writes
+    every shard, so workers need no shared filesystem. Results equal the local executor's for the
+    same config and seeds (see README, "Scaling out", for the CPU build's engine-scoped seeds)."""
+
+    type: Literal["ray"] = "ray"
+    address: str = Field(
+        "auto", description="auto: the running cluster (`ray start --head`), or ray://HOST:10001; local: start a "
+        "private cluster on this machine. A driver that already called ray.init() uses that cluster.",
+    )
+    actors_per_stage: int | None = Field(
+        None, ge=1, description="Engines per model stage. null: one per `gpus_per_actor` GPUs of the cluster "
+        "(one on a CPU-only cluster).",
+    )
+    gpus_per_actor: float | None = Field(
+        None, ge=0, description="GPUs per engine actor; fractions pack small models (0.5: two per GPU, with "
+        "engine.gpu_memory_utilization below 0.5). null: the engine's tensor_parallel_size on a GPU cluster, else 0. "
+        "tensor_parallel_size > 1 reserves a placement group of that many one-GPU bundles.",
+    )
+    cpus_per_actor: float = Field(1, gt=0, description="CPUs reserved per engine actor.")
+    cpus_per_task: float = Field(1, gt=0, description="CPUs per CPU-stage task (language ID, selection, export).")
+    max_in_flight: int = Field(2, ge=1, description="Shards queued per actor, so an engine never waits for the driver.")
+    max_restarts: int = Field(
+        3, ge=0, description="Restarts of a dead actor (and retries of its shards) before the stage fails; finished "
+        "shards are kept either way.",
+    )
+    runtime_env: dict[str, Any] | None = Field(None, description="Passed to ray.init (env_vars, pip, ...).")
+
+
+Executor = Annotated[Union[LocalExecutor, RayExecutor], Field(discriminator="type")]
+
+
 class PipelineConfig(Strict):
     """A prefsynth pipeline: sources -> generators -> judges -> filters -> selector -> export."""
 
@@ -644,6 +684,14 @@ class PipelineConfig(Strict):
         return {"method": "best_worst"} | value if isinstance(value, dict) else value
     export: Export = Field(default_factory=Export)
     report: Report = Field(default_factory=Report)
+    executor: Executor = Field(
+        default_factory=LocalExecutor, description="Where stages run: local (default) or ray. Not part of any stage "
+        "hash: switching executors reuses finished shards.",
+    )
+    output: str | None = Field(
+        None, description="Also write the finished dataset to this fsspec URL (s3://bucket/path, hf://datasets/ORG/"
+        "NAME, gs://..., a local folder); RUN/dataset stays the working copy.",
+    )
 
     @model_validator(mode="after")
     def _names_and_score(self) -> "PipelineConfig":

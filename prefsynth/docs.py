@@ -33,6 +33,8 @@ SECTIONS = [
     *[(f"selector (method: {method})", model) for method, model in c.SELECTORS.items()],
     ("export", c.Export),
     ("report", c.Report),
+    ("executor (type: local)", c.LocalExecutor),
+    ("executor (type: ray)", c.RayExecutor),
     ("prefsynth train: training config", train_config.TrainConfig),
     ("prefsynth train: lora", train_config.LoraOptions),
 ]

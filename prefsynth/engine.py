@@ -43,6 +43,16 @@ def make_llm(model: str, engine: Engine, *, seed: int, runner: str | None = None
         kwargs["max_num_seqs"] = engine.max_num_seqs
     if runner is not None:
         kwargs["runner"] = runner
+    if cpu:
+        # vLLM samples with a per-request seed only when no prefill is split across steps (a
+        # discarded partial-prefill sample rewinds the request's generator, which the CPU
+        # generator cannot: "CPU Generator does not use offset"). Without chunked prefill every
+        # request gets its own seeded generator, so samples do not depend on batching, sharding,
+        # executor or restarts.
+        kwargs["enable_chunked_prefill"] = False
+    if engine.tensor_parallel_size > 1 and os.environ.get("PREFSYNTH_RAY_ACTOR"):
+        # Inside a Ray executor actor: vLLM's workers go into the actor's placement group.
+        kwargs["distributed_executor_backend"] = "ray"
     return LLM(**kwargs)
 
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from prefsynth.runs import RunDir, write_json_atomic
-from prefsynth.stages import Op, ShardInput, op_from_spec
+from prefsynth.stages import Op, ShardInput, ShardOutput, op_from_spec
 
 PROMPTS_STAGE = "prompts"
 
@@ -58,22 +58,40 @@ def read_input(run: RunDir, plan: StagePlan, shard: int) -> ShardInput:
     return ShardInput(shard, prompts, table, context)
 
 
+class ShardSink:
+    """Writes finished shards atomically, in any order, and shows progress: every executor's
+    outputs go through here, so a shard on disk always means the same thing."""
+
+    def __init__(self, run: RunDir, plan: StagePlan, shards: list[int], *, progress: bool = True):
+        self.stage = run.stage(plan.name)
+        prompts = run.stage(plan.prompts)
+        self.rows = {s: pq.read_metadata(prompts.shard_path(s)).num_rows for s in shards}
+        self.bar = tqdm(total=sum(self.rows.values()), desc=plan.name, unit="prompt", disable=not progress,
+                        dynamic_ncols=True)
+        self.started, self.tokens = time.perf_counter(), 0.0
+
+    def write(self, shard: int, output: ShardOutput, seconds: float) -> None:
+        self.stage.write_shard(shard, output.table, output.rejects, wall_s=f"{seconds:.3f}")
+        self.tokens += output.stats.get("output_tokens", 0)
+        self.bar.update(self.rows[shard])
+        if self.tokens:
+            self.bar.set_postfix_str(f"{self.tokens / (time.perf_counter() - self.started):,.0f} tok/s")
+
+    def __enter__(self) -> "ShardSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+
 def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True) -> None:
     """Map the op over shards, writing each output atomically as soon as it is done."""
-    stage = run.stage(plan.name)
-    prompts = run.stage(plan.prompts)
-    total = sum(pq.read_metadata(prompts.shard_path(s)).num_rows for s in shards)
-    started, tokens = time.perf_counter(), 0.0
-    with tqdm(total=total, desc=plan.name, unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
+    with ShardSink(run, plan, shards, progress=progress) as sink:
         for shard in shards:
             inputs = read_input(run, plan, shard)
             t0 = time.perf_counter()
             output = plan.op.process(resource, inputs)
-            stage.write_shard(shard, output.table, output.rejects, wall_s=f"{time.perf_counter() - t0:.3f}")
-            tokens += output.stats.get("output_tokens", 0)
-            bar.update(inputs.prompts.num_rows)
-            if tokens:
-                bar.set_postfix_str(f"{tokens / (time.perf_counter() - started):,.0f} tok/s")
+            sink.write(shard, output, time.perf_counter() - t0)
 
 
 def fit_inputs(run: RunDir, plan: StagePlan, shards: list[int]) -> None:
@@ -98,6 +116,9 @@ class LocalExecutor:
 
     def __init__(self, progress: bool = True):
         self.progress = progress
+
+    def close(self) -> None:
+        pass
 
     def run_stage(self, run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
         """Process the shards of `plan` that are not on disk yet; return those it processed."""
@@ -140,6 +161,15 @@ class LocalExecutor:
                 f"stage {plan.name}: worker exited with code {returncode} after {done}/{len(pending)} "
                 f"pending shards; finished shards are kept, rerun the same command to resume"
             )
+
+
+def make_executor(config: Any = None, *, progress: bool = True) -> Any:
+    """The executor a config's `executor:` section names (config.LocalExecutor / config.RayExecutor)."""
+    if config is not None and config.type == "ray":
+        from prefsynth.ray_executor import RayExecutor
+
+        return RayExecutor(config, progress=progress)
+    return LocalExecutor(progress=progress)
 
 
 def _shutdown(resource: Any) -> None:

@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 from prefsynth import config as config_mod
 from prefsynth import schemas
 from prefsynth.config import LIST_METHODS, PipelineConfig
-from prefsynth.executor import PROMPTS_STAGE, LocalExecutor, StagePlan
+from prefsynth.executor import PROMPTS_STAGE, StagePlan, make_executor
 from prefsynth.export.card import write_card
+from prefsynth.export.output import write_output
 from prefsynth.export.pairs import ExportPairs, write_dataset
 from prefsynth.filter.rules import FilterCandidates
 from prefsynth.generate.translated import TranslateCompletions
@@ -68,6 +69,7 @@ class BuildResult:
     coverage: Any = None  # pandas DataFrame, one row per language (report/coverage.py)
     diversity: dict[str, float] | None = None  # generator/strategy -> mean pairwise embedding distance
     agreement: Any = None  # pandas DataFrame, one row per language (report/agreement.py); empty without a reward model
+    output: list[str] = field(default_factory=list)  # files written to the `output` URL, if any
 
     @property
     def dataset_dir(self) -> Path:
@@ -170,11 +172,22 @@ class Pipeline:
         return plans
 
     # ------------------------------------------------------------------ running
-    def run(self, run_dir: str | Path, *, limit: int | None = None, progress: bool = True, executor: Any = None) -> BuildResult:
+    def run(self, run_dir: str | Path, *, limit: int | None = None, progress: bool = True, executor: Any = None,
+            output: str | None = None) -> BuildResult:
         """Build (or resume) into `run_dir`. Finished shards are reused; a stage whose config or
-        upstream changed is recomputed."""
+        upstream changed is recomputed. `executor`: an executor object (default: the config's
+        `executor:` section, closed at the end); `output`: an fsspec URL that also receives the
+        dataset (default: the config's `output:`)."""
+        if executor is not None:
+            return self._run(run_dir, limit, executor, output)
+        executor = make_executor(self.config.executor, progress=progress)
+        try:
+            return self._run(run_dir, limit, executor, output)
+        finally:
+            executor.close()
+
+    def _run(self, run_dir: str | Path, limit: int | None, executor: Any, output: str | None) -> BuildResult:
         started = time.perf_counter()
-        executor = executor or LocalExecutor(progress=progress)
         run = RunDir(run_dir)
         prompts_hash = self.prompts_hash(limit)  # reads every source file: once per build
         plans = self.plan(limit, prompts_hash)
@@ -215,6 +228,9 @@ class Pipeline:
         translated = "translate_quality" if any(p.name == "translate_quality" for p in plans) else translated
         result.coverage = coverage(run, translated_stage=translated)
         write_card(run.dataset_path, self.config.model_dump(mode="json"), result.coverage, self.config.export.license)
+        output = output or self.config.output
+        if output:
+            result.output = write_output(run.dataset_path, output)
         result.agreement = self.agreement(run)
         if self.config.report.diversity_model:
             result.diversity = strategy_diversity(run, self.config.report.diversity_model)

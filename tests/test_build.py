@@ -71,7 +71,7 @@ def test_candidates_carry_provenance(demo_run):
     assert len(candidates) == 49 * 4 and candidates.candidate_id.is_unique
     assert set(candidates.sample_index) == {0, 1, 2, 3}
     assert (candidates.model == "fixture:tiny-chat").all() and (candidates.generator == "tiny-chat").all()
-    assert (candidates.seed == 0).all() and (candidates.seed_scope == "engine").all()
+    assert (candidates.seed == 0).all() and (candidates.seed_scope == "request").all()
     assert (candidates.strategy == "in_language").all()
     params = json.loads(candidates.sampling_params.iloc[0])
     assert params == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 160, "stop": [], "ignore_eos": False, "system_prompt": "keep", "strategy": "in_language"}

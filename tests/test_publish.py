@@ -160,3 +160,28 @@ def test_card_front_matter_and_tables():
     assert "arXiv:2502.16825" in text and "| en | 3 | 12 | 1 | 3 | 1.250 |" in text and "| und | 1 | 4 | 0 | 0 | - |" in text
     assert yaml.safe_load(text.split("```yaml\n")[1].split("```")[0])["selector"]["method"] == "mu_sigma"
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K" and iso_languages(["pt-BR", "pt"]) == ["pt"]
+
+
+def test_write_output_copies_the_dataset_to_fsspec_urls_and_drops_stale_files(dataset, tmp_path):
+    import fsspec
+
+    from prefsynth.export.output import write_output
+
+    memory = fsspec.filesystem("memory")
+    written = write_output(dataset, "memory://exports/demo")
+    assert [path.rsplit("/demo/", 1)[1] for path in written] == [
+        "data/pairs/train-00000-of-00001.parquet", "rejects.parquet", "README.md"]  # the card last
+    for relative in ("README.md", "rejects.parquet", "data/pairs/train-00000-of-00001.parquet"):
+        assert memory.cat(f"memory://exports/demo/{relative}") == (dataset / relative).read_bytes()
+    assert not memory.exists("memory://exports/demo/_dataset.json")
+    assert not memory.exists("memory://exports/demo/_ref_logps")
+
+    # A rebuilt export has new file names (they carry the export hash): the old file must go.
+    (dataset / "data" / "pairs" / "train-00000-of-00001.parquet").rename(
+        dataset / "data" / "pairs" / "train-00000-of-00001-abcd1234.parquet")
+    write_output(dataset, "memory://exports/demo")
+    assert sorted(p.rsplit("/", 1)[1] for p in memory.find("memory://exports/demo/data")) == [
+        "train-00000-of-00001-abcd1234.parquet"]
+    folder = tmp_path / "copy"
+    write_output(dataset.parent, str(folder))  # a plain local path works the same way
+    assert pq.read_table(folder / "data" / "pairs").num_rows == 2 and (folder / "README.md").is_file()

@@ -25,7 +25,7 @@ from prefsynth.engine import structured_outputs
 FALLBACK_NOTE = "english_template_fallback"
 FALLBACK_LANGUAGE = "en"
 # sampling keys that this module sets itself
-_RESERVED = ("n", "structured_outputs", "guided_decoding")
+_RESERVED = ("n", "seed", "structured_outputs", "guided_decoding")
 
 
 @dataclass
@@ -120,7 +120,8 @@ def parse_responses(text: str, k: int) -> tuple[list[str], str | None]:
     return texts, None
 
 
-def sampling_params(k: int, sampling: dict, *, max_chars: int | None = None, compact_json: bool = True) -> Any:
+def sampling_params(k: int, sampling: dict, *, max_chars: int | None = None, compact_json: bool = True,
+                    seed: int | None = None) -> Any:
     from vllm import SamplingParams
 
     reserved = [key for key in _RESERVED if key in sampling]
@@ -129,7 +130,7 @@ def sampling_params(k: int, sampling: dict, *, max_chars: int | None = None, com
     if "max_tokens" not in sampling:
         raise ValueError("sampling needs max_tokens (for the whole JSON answer, all k responses)")
     return SamplingParams(
-        n=1, **sampling, structured_outputs=structured_outputs(response_schema(k, max_chars), compact_json),
+        n=1, seed=seed, **sampling, structured_outputs=structured_outputs(response_schema(k, max_chars), compact_json),
     )
 
 
@@ -142,11 +143,12 @@ def diverse_samples(
     *,
     max_chars: int | None = None,
     compact_json: bool = True,
+    seeds: list[int] | None = None,
 ) -> list[DiverseResult]:
     """One structured-output request per conversation asking for k mutually different responses.
 
     `sampling` holds temperature / top_p / max_tokens (max_tokens bounds the whole JSON answer)
-    and any other SamplingParams field except n (no per-request seed on vLLM's CPU build).
+    and any other SamplingParams field except n and seed; `seeds` (one per conversation) seeds each request.
     `max_chars` bounds each response (see `response_schema`); `compact_json` see the module
     docstring. All requests go to `llm.chat` in one batch.
     Prompts whose wrapped conversation does not fit the model's context are not sent
@@ -170,6 +172,8 @@ def diverse_samples(
     for i, n in enumerate(lengths):
         if n >= limit:
             results[i].reason, results[i].prompt_tokens, results[i].finish_reason = "prompt_too_long", n, "not_sent"
+    if seeds is not None:
+        params = [sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json, seed=seeds[i]) for i in sent]
     outputs = llm.chat([wrapped[i][0] for i in sent], params, use_tqdm=False) if sent else []
     for i, request in zip(sent, outputs):
         sample = request.outputs[0]

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.generate.diverse import diverse_samples
+from prefsynth.generate.vllm_generate import request_seed
 from prefsynth.stages import ShardOutput
 
 
@@ -25,7 +26,7 @@ def diverse_candidates(generate, llm: Any, prompts: pa.Table) -> ShardOutput:
     results = diverse_samples(
         llm, [conversations[i] for i in kept], [languages[i] for i in kept], g.n,
         {"temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens * g.n},
-        max_chars=g.diverse_max_chars,
+        max_chars=g.diverse_max_chars, seeds=[request_seed(generate.seed, prompt_ids[i]) for i in kept],
     )
     columns: dict[str, list] = {name: [] for name in (
         "candidate_id", "prompt_id", "language", "sample_index", "text", "finish_reason",
@@ -46,7 +47,7 @@ def diverse_candidates(generate, llm: Any, prompts: pa.Table) -> ShardOutput:
             columns["finish_reason"].append(result.finish_reason)
             columns["prompt_tokens"].append(result.prompt_tokens)
             columns["completion_tokens"].append(len(tokenizer.encode(text, add_special_tokens=False)))
-            columns["seed"].append(generate.seed)
+            columns["seed"].append(request_seed(generate.seed, pid))
             columns["note"].append(result.note)
     tables = [generate.table(columns)]
     all_rejects = [schemas.rejects_table(rejects)]

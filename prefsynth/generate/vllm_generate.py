@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from prefsynth import langs, schemas
 from prefsynth.config import Generator
-from prefsynth.engine import make_llm, max_model_len, on_cpu
+from prefsynth.engine import make_llm, max_model_len
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
 
@@ -49,7 +49,7 @@ class Generate(Op):
     def load(self) -> Any:
         return make_llm(self.generator.model, self.generator.engine, seed=self.seed)
 
-    def sampling_params(self, prompt_ids: list[str], per_request_seed: bool):
+    def sampling_params(self, prompt_ids: list[str]):
         from vllm import SamplingParams
 
         g = self.generator
@@ -57,8 +57,6 @@ class Generate(Op):
             n=g.n, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens,
             stop=list(g.stop) or None, ignore_eos=g.ignore_eos,
         )
-        if not per_request_seed:
-            return SamplingParams(**base)
         return [SamplingParams(**base, seed=request_seed(self.seed, pid)) for pid in prompt_ids]
 
     def conversations(self, prompts: pa.Table) -> list[list[dict]]:
@@ -116,7 +114,7 @@ class Generate(Op):
         rows = len(columns["candidate_id"])
         defaults = {
             "generator": g.name, "model": g.model, "strategy": g.strategy, "temperature": g.temperature,
-            "top_p": g.top_p, "max_tokens": g.max_tokens, "seed_scope": "request" if not on_cpu() else "engine",
+            "top_p": g.top_p, "max_tokens": g.max_tokens, "seed_scope": "request",
             "sampling_params": self.params_json(), "source_text": None, "translator": None, "note": None,
         }
         defaults.update(constants)
@@ -130,12 +128,9 @@ class Generate(Op):
         conversations = self.conversations(prompts)
         prompt_ids = prompts.column("prompt_id").to_pylist()
         kept, rejects = self.fitting(llm, prompts, conversations)
-        # vLLM on CPU rejects per-request seeds ("CPU Generator does not use offset"): there the
-        # engine is seeded instead, and rows say so (seed_scope=engine).
-        per_request_seed = not on_cpu()
         outputs = llm.chat(
             [conversations[i] for i in kept],
-            self.sampling_params([prompt_ids[i] for i in kept], per_request_seed),
+            self.sampling_params([prompt_ids[i] for i in kept]),
             use_tqdm=False,
         ) if kept else []
         languages = prompts.column("language").to_pylist()
@@ -144,7 +139,7 @@ class Generate(Op):
             "prompt_tokens", "completion_tokens", "seed")}
         for index, request in zip(kept, outputs):
             pid = prompt_ids[index]
-            seed = request_seed(self.seed, pid) if per_request_seed else self.seed
+            seed = request_seed(self.seed, pid)
             for sample in request.outputs:
                 columns["candidate_id"].append(f"{pid}/{g.name}/{sample.index}")
                 columns["prompt_id"].append(pid)

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.config import LlmJudge
-from prefsynth.engine import make_llm, max_model_len, on_cpu, structured_outputs
+from prefsynth.engine import make_llm, max_model_len, structured_outputs
 from prefsynth.generate.vllm_generate import chat_token_ids, request_seed
 from prefsynth.judges import rubrics
 from prefsynth.stages import Op, ShardInput, ShardOutput
@@ -54,8 +54,8 @@ def ask(llm: Any, judge: LlmJudge, requests: list[rubrics.JudgeRequest], schema:
             sent.append(i)
     base = dict(n=1, temperature=judge.temperature, max_tokens=judge.max_tokens,
                 structured_outputs=structured_outputs(schema))
-    # vLLM's CPU build refuses per-request seeds; greedy verdicts need none.
-    params = (SamplingParams(**base) if on_cpu() or judge.temperature == 0
+    # Greedy verdicts need no seed.
+    params = (SamplingParams(**base) if judge.temperature == 0
               else [SamplingParams(**base, seed=request_seed(seed, keys[i])) for i in sent])
     outputs = llm.chat([requests[i].messages for i in sent], params, use_tqdm=False) if sent else []
     for i, output in zip(sent, outputs):
