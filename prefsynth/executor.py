@@ -141,6 +141,8 @@ class LocalExecutor:
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         # The worker leads its own process group, so that whatever its engine spawned (vLLM's engine
         # core and its workers) can be killed with it: a straggler would hold memory and our pipes.
+        run.stage(plan.name).record(ready_at=None)
+        spawned = time.time()
         worker = subprocess.Popen(
             [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent,
             start_new_session=True,
@@ -152,7 +154,10 @@ class LocalExecutor:
                 os.killpg(worker.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        done = sum(run.stage(plan.name).has_shard(s) for s in pending)
+        stage = run.stage(plan.name)
+        if stage.state().get("ready_at"):  # engine start-up, from spawning the worker to a loaded model
+            stage.record(startup_s=round(stage.state()["ready_at"] - spawned, 3))
+        done = sum(stage.has_shard(s) for s in pending)
         if returncode != 0 and done == len(pending):
             print(f"warning: stage {plan.name}: worker exited with code {returncode} after writing "
                   f"all {done} shards; continuing", file=sys.stderr)
@@ -197,6 +202,7 @@ def worker_main(spec_path: str) -> None:
     code, resource = 0, None
     try:
         resource = plan.op.load()
+        run.stage(plan.name).record(ready_at=time.time())
         process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
     except BaseException:
         traceback.print_exc()

@@ -212,7 +212,9 @@ class RayExecutor:
             self._stop_actors()
         restarts = sum(lane.restarts for lane in lanes)
         if restarts:
-            stage.mark("running", actor_restarts=int(stage.state().get("actor_restarts", 0)) + restarts)
+            stage.record(actor_restarts=int(stage.state().get("actor_restarts", 0)) + restarts)
+        if plan.op.uses_model:
+            stage.record(startup_s=round(load_s, 3))
         self.timings[plan.name] = {"load_s": load_s, "process_s": process_s, "wall_s": time.perf_counter() - t0}
         return pending
 
@@ -223,6 +225,7 @@ class RayExecutor:
 
         worker_class = ray.remote(ShardWorker)
         self.actors, self._groups = [], []
+        t0 = time.perf_counter()  # start-up: actor processes, imports, engines
         for _ in range(count):
             options = dict(sizing.options)
             if sizing.bundles:
@@ -232,7 +235,6 @@ class RayExecutor:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     group, placement_group_capture_child_tasks=True)
             self.actors.append(worker_class.options(**options).remote(op_ref))
-        t0 = time.perf_counter()
         try:  # engines start in parallel; a model that fails to load fails the stage here
             ray.get([actor.load.remote() for actor in self.actors])
         except ray.exceptions.RayError as error:

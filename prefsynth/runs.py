@@ -128,6 +128,12 @@ class StageDir:
         state.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
         write_json_atomic(self.path / STATE_FILE, state)
 
+    def record(self, **fields: Any) -> None:
+        """Add fields to the stage's state (timings, restarts) without changing its status."""
+        state = self.state()
+        state.update(fields)
+        write_json_atomic(self.path / STATE_FILE, state)
+
     def add_wall_time(self, seconds: float) -> None:
         state = self.state()
         state["wall_s"] = float(state.get("wall_s", 0.0)) + seconds
