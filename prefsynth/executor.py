@@ -117,6 +117,9 @@ class LocalExecutor:
     def __init__(self, progress: bool = True):
         self.progress = progress
 
+    def start(self, plans: list[StagePlan]) -> None:
+        pass  # CPU stages run in this process and load what they need on their first shard
+
     def close(self) -> None:
         pass
 

@@ -11,6 +11,7 @@ only per-row Python is the predict call itself.
 from __future__ import annotations
 
 import functools
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,7 +113,34 @@ _CJK_CLASSES = [_CLASS[name] for name in ("Han", "Hiragana", "Katakana", "Hangul
 
 @functools.cache
 def _script_table() -> np.ndarray:
-    """uint8 class of every code point, built once with RE2's Unicode tables (about a second)."""
+    """uint8 class of every code point. Building it with RE2's Unicode tables takes about a second,
+    which every new process (a CLI build, each Ray worker) would pay: it is cached on disk, keyed
+    by the script list and the pyarrow (RE2) version."""
+    import hashlib
+
+    from prefsynth.fixtures import cache_root
+    from prefsynth.runs import write_bytes_atomic
+
+    key = hashlib.sha256(f"{_TABLE_SCRIPTS}|{pa.__version__}".encode()).hexdigest()[:16]
+    path = cache_root() / "langid" / f"script-table-{key}.npy"
+    try:
+        table = np.load(path)
+        if table.shape == (0x110000,) and table.dtype == np.uint8:
+            return table
+    except (OSError, ValueError):
+        pass
+    table = _build_script_table()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, table)
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError:  # a read-only cache only costs the second again
+        pass
+    return table
+
+
+def _build_script_table() -> np.ndarray:
     points = np.concatenate([np.arange(0, 0xD800), np.arange(0xE000, 0x110000)]).astype(np.uint32)
     chars = pa.array([chr(p) for p in points.tolist()], pa.string())
     table = np.zeros(0x110000, dtype=np.uint8)

@@ -207,6 +207,7 @@ class Pipeline:
         shards = run.stage(PROMPTS_STAGE).shards()
         result.stages.append(self._summary(run, PROMPTS_STAGE, shards, len(shards) if computed else 0, time.perf_counter() - t0))
         export_changed = False
+        executor.start([plan for plan in plans if not run.stage(plan.name).is_complete(plan.hash)])
         for plan in plans:
             t0 = time.perf_counter()
             stage = run.stage(plan.name)

@@ -82,6 +82,14 @@ def process_cpu_shard(op: Op, inputs: ShardInput) -> tuple[ShardOutput, float, i
     return output, time.perf_counter() - t0, os.getpid()
 
 
+def warm_up_worker(ops: list[Op]) -> int:
+    """Ray task body: import the CPU stages' code and load their models in this worker process."""
+    _worker_env()
+    for op in ops:
+        op.warm_up()
+    return os.getpid()
+
+
 def tensor_parallel_size(op: Op) -> int:
     """The largest engine `tensor_parallel_size` in the op's config (1 without an engine)."""
     found = [1]
@@ -153,6 +161,7 @@ class RayExecutor:
         self.progress = progress
         self.on_shard = on_shard  # called after each shard is written (stage name, shard): hooks, tests
         self.actors: list[Any] = []  # the current model stage's actors
+        self._warm_ups: list[Any] = []  # warm-up tasks (never awaited: a failure shows in the stage itself)
         self.started_ray = False
         self.timings: dict[str, dict[str, float]] = {}  # stage -> load_s, process_s, wall_s (benchmarks)
 
@@ -172,6 +181,21 @@ class RayExecutor:
                 "or set executor.address: local to start one on this machine"
             ) from None
         self.started_ray = True
+
+    def start(self, plans: list[StagePlan]) -> None:
+        """Called once before the stages with those that have work to do: connect, and ready the
+        CPU stages' worker processes (imports, language-ID model) while the first engines load.
+        The warm-up reserves no CPU, so it never delays an engine's placement."""
+        if not plans:
+            return
+        self.connect()
+        import ray
+
+        cpu_ops = [plan.op for plan in plans if not plan.op.uses_model]
+        if cpu_ops:
+            slots = max(1, int(ray.cluster_resources().get("CPU", 1) // self.config.cpus_per_task))
+            ops_ref = ray.put(cpu_ops)
+            self._warm_ups = [ray.remote(warm_up_worker).options(num_cpus=0).remote(ops_ref) for _ in range(slots)]
 
     def close(self) -> None:
         self._stop_actors()

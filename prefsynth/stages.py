@@ -39,6 +39,10 @@ class Op:
     def load(self) -> Any:
         return None
 
+    def warm_up(self) -> None:
+        """Load what `process` loads on first use (models, lookup tables), so that a fresh worker
+        process can be readied before its first shard arrives."""
+
     def process(self, resource: Any, shard: ShardInput) -> ShardOutput:
         raise NotImplementedError
 

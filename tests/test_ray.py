@@ -22,7 +22,8 @@ JUDGE = "judge.rm"
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # A small object store: shards are small, and CI containers often have a small /dev/shm.
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", object_store_memory=300 * 1024**2)
     yield
     ray.shutdown()
 

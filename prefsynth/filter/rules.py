@@ -68,6 +68,13 @@ class FilterCandidates(Op):
     def from_config(cls, config: dict) -> "FilterCandidates":
         return cls(_FILTERS.validate_python(config["filters"]), config["score_column"])
 
+    def warm_up(self) -> None:
+        if any(rule.type == "language_id" for rule in self.rules):
+            from prefsynth import langid
+
+            langid.model()
+            langid.class_counts(pa.array(["warm-up"]))
+
     def process(self, resource, shard: ShardInput) -> ShardOutput:
         table = apply_filters(shard.table, self.rules, self.score_column)
         return ShardOutput(table, None, {"kept": int(pc.sum(table["keep"]).as_py() or 0)})
