@@ -626,7 +626,7 @@ class RayExecutor(Strict):
     """Run the same stages over the same shards on a Ray cluster: model stages as Ray actors (one
     engine each), CPU stages as Ray tasks. The build process (the driver) reads inputs and writes
     every shard, so workers need no shared filesystem. Results equal the local executor's for the
-    same config and seeds (see README, "Scaling out", for the CPU build's engine-scoped seeds)."""
+    same config and seeds (samples are seeded per prompt, so any number of engines gives the same)."""
 
     type: Literal["ray"] = "ray"
     address: str = Field(

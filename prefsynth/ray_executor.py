@@ -25,7 +25,6 @@ import os
 import sys
 import time
 import traceback
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -161,6 +160,7 @@ class RayExecutor:
         self.progress = progress
         self.on_shard = on_shard  # called after each shard is written (stage name, shard): hooks, tests
         self.actors: list[Any] = []  # the current model stage's actors
+        self._groups: list[Any] = []  # their placement groups (tensor parallelism)
         self._warm_ups: list[Any] = []  # warm-up tasks (never awaited: a failure shows in the stage itself)
         self.started_ray = False
         self.timings: dict[str, dict[str, float]] = {}  # stage -> load_s, process_s, wall_s (benchmarks)
@@ -221,12 +221,6 @@ class RayExecutor:
         load_s = 0.0
         if plan.op.uses_model:
             sizing = actor_plan(plan.op, self.config, ray.cluster_resources().get("GPU", 0.0))
-            if sizing.actors > 1 and sizing.options["num_gpus"] == 0 and not sizing.bundles:
-                warnings.warn(
-                    f"stage {plan.name}: {sizing.actors} engine actors without GPUs: vLLM's CPU build seeds sampling per "
-                    "engine, so generated text depends on which actor drew which shard (GPU builds seed each request)",
-                    stacklevel=2,
-                )
             lanes, load_s = self._start_actors(plan, op_ref, sizing, min(len(pending), sizing.actors))
         else:
             lanes = [self._task_lane(op_ref)]
@@ -289,7 +283,7 @@ class RayExecutor:
             pass
         for actor in self.actors:
             ray.kill(actor)
-        for group in getattr(self, "_groups", []):
+        for group in self._groups:
             ray.util.remove_placement_group(group)
         self.actors, self._groups = [], []
 

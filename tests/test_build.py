@@ -71,7 +71,11 @@ def test_candidates_carry_provenance(demo_run):
     assert len(candidates) == 49 * 4 and candidates.candidate_id.is_unique
     assert set(candidates.sample_index) == {0, 1, 2, 3}
     assert (candidates.model == "fixture:tiny-chat").all() and (candidates.generator == "tiny-chat").all()
-    assert (candidates.seed == 0).all() and (candidates.seed_scope == "request").all()
+    from prefsynth.generate.vllm_generate import request_seed
+
+    # One seed per prompt, derived from the generator seed (0) and the prompt id.
+    assert (candidates.seed == candidates.prompt_id.map(lambda pid: request_seed(0, pid))).all()
+    assert candidates.seed.nunique() == candidates.prompt_id.nunique() and (candidates.seed_scope == "request").all()
     assert (candidates.strategy == "in_language").all()
     params = json.loads(candidates.sampling_params.iloc[0])
     assert params == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 160, "stop": [], "ignore_eos": False, "system_prompt": "keep", "strategy": "in_language"}
