@@ -103,6 +103,16 @@ def fit_inputs(run: RunDir, plan: StagePlan, shards: list[int]) -> None:
         plan.op.fit(pa.concat_tables(tables, promote_options="default"))
 
 
+def pending_shards(run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
+    """The shards of `plan` not on disk yet. When there are any, the stage's whole-input
+    statistics are fitted first (fit_inputs), so every executor starts a stage the same way."""
+    stage = run.stage(plan.name)
+    pending = [s for s in shards if not stage.has_shard(s)]
+    if pending:
+        fit_inputs(run, plan, shards)
+    return pending
+
+
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGKILL when the build process dies, so no orphan holds a model."""
     try:
@@ -125,11 +135,9 @@ class LocalExecutor:
 
     def run_stage(self, run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
         """Process the shards of `plan` that are not on disk yet; return those it processed."""
-        stage = run.stage(plan.name)
-        pending = [s for s in shards if not stage.has_shard(s)]
+        pending = pending_shards(run, plan, shards)
         if not pending:
             return []
-        fit_inputs(run, plan, shards)
         if plan.op.uses_model:
             self._run_worker(run, plan, pending)
         else:

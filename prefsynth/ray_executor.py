@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from prefsynth.config import RayExecutor as RayExecutorConfig
-from prefsynth.executor import ShardSink, StageFailed, StagePlan, _shutdown, fit_inputs, read_input
+from prefsynth.executor import ShardSink, StageFailed, StagePlan, _shutdown, pending_shards, read_input
 from prefsynth.runs import RunDir
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
@@ -208,11 +208,10 @@ class RayExecutor:
     # ------------------------------------------------------------------ stages
     def run_stage(self, run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
         """Process the shards of `plan` that are not on disk yet; return those it processed."""
-        stage = run.stage(plan.name)
-        pending = [s for s in shards if not stage.has_shard(s)]
+        pending = pending_shards(run, plan, shards)
         if not pending:
             return []
-        fit_inputs(run, plan, shards)
+        stage = run.stage(plan.name)
         self.connect()
         import ray
 
