@@ -4,6 +4,7 @@ Kept to engine construction only: batching and scheduling are vLLM's job.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -54,6 +55,12 @@ def make_llm(model: str, engine: Engine, *, seed: int, runner: str | None = None
         # Inside a Ray executor actor: vLLM's workers go into the actor's placement group.
         kwargs["distributed_executor_backend"] = "ray"
     return LLM(**kwargs)
+
+
+def request_seed(seed: int, key: str) -> int:
+    """Seed of one request (key: a prompt id, or whatever identifies the request), so its samples do
+    not depend on which shard, batch, engine or executor it lands in."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little") >> 1
 
 
 def max_model_len(llm: Any) -> int:

@@ -146,14 +146,13 @@ class LocalExecutor:
 
     def _run_worker(self, run: RunDir, plan: StagePlan, pending: list[int]) -> None:
         spec_path = run.stage(plan.name).path / "_worker.json"
-        write_json_atomic(spec_path, {"run_dir": str(run.path), "plan": plan.to_json(), "shards": pending, "progress": self.progress})
+        write_json_atomic(spec_path, {"run_dir": str(run.path), "plan": plan.to_json(), "shards": pending,
+                                      "progress": self.progress, "spawned": time.time()})
         env = dict(os.environ)
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         # The worker leads its own process group, so that whatever its engine spawned (vLLM's engine
         # core and its workers) can be killed with it: a straggler would hold memory and our pipes.
-        run.stage(plan.name).record(ready_at=None)
-        spawned = time.time()
         worker = subprocess.Popen(
             [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent,
             start_new_session=True,
@@ -165,10 +164,7 @@ class LocalExecutor:
                 os.killpg(worker.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        stage = run.stage(plan.name)
-        if stage.state().get("ready_at"):  # engine start-up, from spawning the worker to a loaded model
-            stage.record(startup_s=round(stage.state()["ready_at"] - spawned, 3))
-        done = sum(stage.has_shard(s) for s in pending)
+        done = sum(run.stage(plan.name).has_shard(s) for s in pending)
         if returncode != 0 and done == len(pending):
             print(f"warning: stage {plan.name}: worker exited with code {returncode} after writing "
                   f"all {done} shards; continuing", file=sys.stderr)
@@ -213,7 +209,8 @@ def worker_main(spec_path: str) -> None:
     code, resource = 0, None
     try:
         resource = plan.op.load()
-        run.stage(plan.name).record(ready_at=time.time())
+        # engine start-up: from spawning this worker to a loaded model
+        run.stage(plan.name).record(startup_s=round(time.time() - spec["spawned"], 3))
         process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
     except BaseException:
         traceback.print_exc()

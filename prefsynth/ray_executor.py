@@ -52,12 +52,9 @@ class ShardWorker:
         os.environ["PREFSYNTH_RAY_ACTOR"] = "1"  # engine.make_llm: tensor parallelism through Ray
         self.op, self.resource, self.loaded = op, None, False
 
-    def load(self) -> float:
+    def load(self) -> None:
         if not self.loaded:
-            t0 = time.perf_counter()
             self.resource, self.loaded = self.op.load(), True
-            return time.perf_counter() - t0
-        return 0.0
 
     def process(self, inputs: ShardInput) -> tuple[ShardOutput, float, int]:
         self.load()
@@ -81,12 +78,11 @@ def process_cpu_shard(op: Op, inputs: ShardInput) -> tuple[ShardOutput, float, i
     return output, time.perf_counter() - t0, os.getpid()
 
 
-def warm_up_worker(ops: list[Op]) -> int:
+def warm_up_worker(ops: list[Op]) -> None:
     """Ray task body: import the CPU stages' code and load their models in this worker process."""
     _worker_env()
     for op in ops:
         op.warm_up()
-    return os.getpid()
 
 
 def tensor_parallel_size(op: Op) -> int:
@@ -121,8 +117,7 @@ def actor_plan(op: Op, config: RayExecutorConfig, cluster_gpus: float) -> ActorP
     gpus = config.gpus_per_actor if config.gpus_per_actor is not None else (float(tp) if cluster_gpus else 0.0)
     if tp > 1 and not cluster_gpus:
         raise StageFailed(f"tensor_parallel_size={tp} needs GPUs, and the Ray cluster has none")
-    per_gpu_pool = max(gpus, 1e-9)
-    actors = config.actors_per_stage or (max(1, int(cluster_gpus // per_gpu_pool)) if gpus else 1)
+    actors = config.actors_per_stage or (max(1, int(cluster_gpus // gpus)) if gpus else 1)
     options: dict[str, Any] = {
         "num_cpus": config.cpus_per_actor,
         "max_restarts": config.max_restarts,
@@ -163,7 +158,6 @@ class RayExecutor:
         self._groups: list[Any] = []  # their placement groups (tensor parallelism)
         self._warm_ups: list[Any] = []  # warm-up tasks (never awaited: a failure shows in the stage itself)
         self.started_ray = False
-        self.timings: dict[str, dict[str, float]] = {}  # stage -> load_s, process_s, wall_s (benchmarks)
 
     # ------------------------------------------------------------------ cluster
     def connect(self) -> None:
@@ -215,27 +209,22 @@ class RayExecutor:
         self.connect()
         import ray
 
-        t0 = time.perf_counter()
         op_ref = ray.put(plan.op)  # once per stage: a fitted op (calibration) travels with its statistics
-        load_s = 0.0
         if plan.op.uses_model:
             sizing = actor_plan(plan.op, self.config, ray.cluster_resources().get("GPU", 0.0))
-            lanes, load_s = self._start_actors(plan, op_ref, sizing, min(len(pending), sizing.actors))
+            lanes = self._start_actors(run, plan, op_ref, sizing, min(len(pending), sizing.actors))
         else:
             lanes = [self._task_lane(op_ref)]
         try:
-            process_s = self._map(run, plan, pending, lanes)
+            self._map(run, plan, pending, lanes)
         finally:
             self._stop_actors()
         restarts = sum(lane.restarts for lane in lanes)
         if restarts:
             stage.record(actor_restarts=int(stage.state().get("actor_restarts", 0)) + restarts)
-        if plan.op.uses_model:
-            stage.record(startup_s=round(load_s, 3))
-        self.timings[plan.name] = {"load_s": load_s, "process_s": process_s, "wall_s": time.perf_counter() - t0}
         return pending
 
-    def _start_actors(self, plan: StagePlan, op_ref: Any, sizing: ActorPlan, count: int) -> tuple[list[Lane], float]:
+    def _start_actors(self, run: RunDir, plan: StagePlan, op_ref: Any, sizing: ActorPlan, count: int) -> list[Lane]:
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -257,11 +246,9 @@ class RayExecutor:
         except ray.exceptions.RayError as error:
             self._stop_actors()
             raise StageFailed(f"stage {plan.name}: the model failed to load on the cluster:\n{_cause(error)}") from None
-        load_s = time.perf_counter() - t0
-        lanes = []
-        for actor in self.actors:
-            lanes.append(Lane(lambda ref, actor=actor: actor.process.remote(ref), self.config.max_in_flight, is_actor=True))
-        return lanes, load_s
+        run.stage(plan.name).record(startup_s=round(time.perf_counter() - t0, 3))
+        return [Lane(lambda ref, actor=actor: actor.process.remote(ref), self.config.max_in_flight, is_actor=True)
+                for actor in self.actors]
 
     def _task_lane(self, op_ref: Any) -> Lane:
         import ray
@@ -286,12 +273,11 @@ class RayExecutor:
             ray.util.remove_placement_group(group)
         self.actors, self._groups = [], []
 
-    def _map(self, run: RunDir, plan: StagePlan, pending: list[int], lanes: list[Lane]) -> float:
+    def _map(self, run: RunDir, plan: StagePlan, pending: list[int], lanes: list[Lane]) -> None:
         """Keep every lane's queue full, write results as they arrive, reroute a dead actor's shards."""
         import ray
 
         queue, in_flight, errors = deque(pending), {}, []
-        process_s = 0.0
         with ShardSink(run, plan, pending, progress=self.progress) as sink:
             while queue or in_flight:
                 while queue and not errors:
@@ -327,7 +313,6 @@ class RayExecutor:
                           "its queued shards were retried", file=sys.stderr)
                 lane.pid = pid
                 sink.write(shard, output, seconds)
-                process_s += seconds
                 if self.on_shard is not None:
                     self.on_shard(plan.name, shard)
         if errors or queue:
@@ -338,7 +323,6 @@ class RayExecutor:
                 f"stage {plan.name}: shard {shard} failed on the Ray cluster after {done}/{len(pending)} pending shards "
                 f"were written; finished shards are kept, rerun the same command to resume.\n{cause}"
             )
-        return process_s
 
 
 def _cause(error: BaseException) -> str:

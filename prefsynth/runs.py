@@ -128,9 +128,7 @@ class StageDir:
         return state.get("hash") == config_hash and state.get("status") == "complete"
 
     def mark(self, status: str, **fields: Any) -> None:
-        state = self.state()
-        state.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
-        write_json_atomic(self.path / STATE_FILE, state)
+        self.record(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
 
     def record(self, **fields: Any) -> None:
         """Add fields to the stage's state (timings, restarts) without changing its status."""
@@ -139,9 +137,7 @@ class StageDir:
         write_json_atomic(self.path / STATE_FILE, state)
 
     def add_wall_time(self, seconds: float) -> None:
-        state = self.state()
-        state["wall_s"] = float(state.get("wall_s", 0.0)) + seconds
-        write_json_atomic(self.path / STATE_FILE, state)
+        self.record(wall_s=float(self.state().get("wall_s", 0.0)) + seconds)
 
     @property
     def rejects_dir(self) -> Path:

@@ -120,15 +120,19 @@ def parse_responses(text: str, k: int) -> tuple[list[str], str | None]:
     return texts, None
 
 
-def sampling_params(k: int, sampling: dict, *, max_chars: int | None = None, compact_json: bool = True,
-                    seed: int | None = None) -> Any:
-    from vllm import SamplingParams
-
+def _check_sampling(sampling: dict) -> None:
     reserved = [key for key in _RESERVED if key in sampling]
     if reserved:
         raise ValueError(f"sampling must not set {reserved}: diverse sampling sets them")
     if "max_tokens" not in sampling:
         raise ValueError("sampling needs max_tokens (for the whole JSON answer, all k responses)")
+
+
+def sampling_params(k: int, sampling: dict, *, max_chars: int | None = None, compact_json: bool = True,
+                    seed: int | None = None) -> Any:
+    from vllm import SamplingParams
+
+    _check_sampling(sampling)
     return SamplingParams(
         n=1, seed=seed, **sampling, structured_outputs=structured_outputs(response_schema(k, max_chars), compact_json),
     )
@@ -160,10 +164,10 @@ def diverse_samples(
         raise ValueError(f"k must be >= 1, got {k}")
     if not conversations:
         return []
+    _check_sampling(sampling)
     from prefsynth.engine import max_model_len
     from prefsynth.generate.vllm_generate import chat_token_ids
 
-    params = sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json)
     wrapped = [diverse_conversation(c, lang, k) for c, lang in zip(conversations, languages)]
     results = [DiverseResult(note=note) for _, note in wrapped]
     limit = max_model_len(llm)
@@ -172,8 +176,8 @@ def diverse_samples(
     for i, n in enumerate(lengths):
         if n >= limit:
             results[i].reason, results[i].prompt_tokens, results[i].finish_reason = "prompt_too_long", n, "not_sent"
-    if seeds is not None:
-        params = [sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json, seed=seeds[i]) for i in sent]
+    params = (sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json) if seeds is None else
+              [sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json, seed=seeds[i]) for i in sent])
     outputs = llm.chat([wrapped[i][0] for i in sent], params, use_tqdm=False) if sent else []
     for i, request in zip(sent, outputs):
         sample = request.outputs[0]

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.generate.diverse import diverse_samples
-from prefsynth.generate.vllm_generate import request_seed
+from prefsynth.engine import request_seed
 from prefsynth.stages import ShardOutput
 
 

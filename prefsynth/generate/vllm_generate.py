@@ -6,7 +6,6 @@ context are recorded as rejects with the reason, not fatal.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -15,13 +14,8 @@ import pyarrow.compute as pc
 
 from prefsynth import langs, schemas
 from prefsynth.config import Generator
-from prefsynth.engine import make_llm, max_model_len
+from prefsynth.engine import make_llm, max_model_len, request_seed
 from prefsynth.stages import Op, ShardInput, ShardOutput
-
-
-def request_seed(seed: int, prompt_id: str) -> int:
-    """Per-prompt seed, so a prompt's samples do not depend on which shard or batch it lands in."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()[:4], "little") >> 1
 
 
 def chat_token_ids(tokenizer: Any, conversations: list[list[dict]], *, add_generation_prompt: bool) -> list[list[int]]:

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.config import LlmJudge
-from prefsynth.engine import make_llm, max_model_len, structured_outputs
-from prefsynth.generate.vllm_generate import chat_token_ids, request_seed
+from prefsynth.engine import make_llm, max_model_len, request_seed, structured_outputs
+from prefsynth.generate.vllm_generate import chat_token_ids
 from prefsynth.judges import rubrics
 from prefsynth.stages import Op, ShardInput, ShardOutput
 

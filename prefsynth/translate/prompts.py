@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from prefsynth import langid, langs, schemas
 from prefsynth.config import Translate
-from prefsynth.engine import make_llm
+from prefsynth.engine import make_llm, request_seed
 from prefsynth.stages import Op, ShardInput, ShardOutput
 from prefsynth.translate.protect import LostSpan, protect, restore
 
@@ -36,7 +36,11 @@ class VllmTranslator:
         template = langs.get(target).templates.translation_instruction
         name = langs.get(source).native_name
         conversations = [[{"role": "user", "content": template.format(source_language=name, text=t)}] for t in texts]
-        params = SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
+        if self.temperature == 0:  # greedy needs no seed
+            params = SamplingParams(temperature=0.0, max_tokens=self.max_tokens)
+        else:  # seeded by the text and languages: the same translation on any executor or batch
+            params = [SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens,
+                                     seed=request_seed(0, f"{source}>{target}:{t}")) for t in texts]
         return [out.outputs[0].text.strip() for out in self.llm.chat(conversations, params, use_tqdm=False)]
 
 
