@@ -1,6 +1,13 @@
-"""The `prefsynth` command: a thin layer over the Python API."""
+"""The `prefsynth` command: a thin layer over the Python API.
+
+Every failure ends in one paragraph on stderr that says what went wrong and what to do, with a
+non-zero exit: 1 for a failed command, 2 for a bad config or usage, 130 when interrupted (Ctrl-C
+or SIGTERM). `--debug` (anywhere on the line) shows the full Python traceback instead.
+"""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,7 +18,8 @@ from rich.table import Table
 
 from prefsynth.config import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build multilingual preference datasets.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build multilingual preference datasets.",
+                  pretty_exceptions_enable=False)
 fixtures_app = typer.Typer(no_args_is_help=True, help="Offline toy models for demos and tests.")
 app.add_typer(fixtures_app, name="fixtures")
 console = Console(stderr=True)
@@ -28,14 +36,29 @@ def _load(config: Path):
         raise typer.Exit(2)
 
 
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also after a command).")) -> None:
+    """Build multilingual preference datasets."""
+
+
 @app.command()
 def validate(config: Path = typer.Argument(..., help="Pipeline YAML file.")) -> None:
-    """Check a pipeline config (fields, model paths, languages) without loading any model."""
+    """Check a pipeline config (fields, model paths, languages) and read its sources, as build
+    would, without loading any model."""
+    from prefsynth.prompts import read_sources
+
     pipeline = _load(config)
     cfg = pipeline.config
+    prompts, rejects, warnings = read_sources(cfg.sources)  # a source problem is the same error build gives
+    reasons = rejects.column("reason").to_pylist()
+    rejected = ", ".join(f"{r}: {reasons.count(r)}" for r in sorted(set(reasons)))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     out.print(
-        f"{config}: ok — {len(cfg.sources)} source(s), {len(cfg.generators)} generator(s), "
-        f"{len(cfg.judges)} judge(s), {len(cfg.filters)} filter(s), selector {cfg.selector.method}"
+        f"{config}: ok — {len(cfg.sources)} source(s) with {prompts.num_rows} prompt(s)"
+        + (f" ({rejected} rejected)" if rejected else "")
+        + f", {len(cfg.generators)} generator(s), {len(cfg.judges)} judge(s), {len(cfg.filters)} filter(s), "
+        f"selector {cfg.selector.method}", markup=False, highlight=False,
     )
 
 
@@ -54,8 +77,6 @@ def build(
 ) -> None:
     """Build (or resume) a preference dataset. Rerunning the same command skips finished shards."""
     from prefsynth.config import LocalExecutor, RayExecutor
-    from prefsynth.executor import StageFailed
-    from prefsynth.prompts import PromptSourceError
 
     pipeline = _load(config)
     run_dir = run_dir or Path("runs") / pipeline.config.name
@@ -69,11 +90,8 @@ def build(
         chosen = chosen if chosen.type == "ray" else RayExecutor()
         chosen = chosen.model_copy(update={"address": ray_address}) if ray_address else chosen
     pipeline.config = pipeline.config.model_copy(update={"executor": chosen})
-    try:
-        result = pipeline.run(run_dir, limit=limit, progress=not quiet, output=output)
-    except (StageFailed, PromptSourceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise typer.Exit(1)
+    _interrupted_note[0] = f"finished shards are kept in {run_dir}; rerun the same command to resume"
+    result = pipeline.run(run_dir, limit=limit, progress=not quiet, output=output)
     print_summary(result)
 
 
@@ -83,8 +101,11 @@ def print_summary(result) -> None:
         table.add_column(column)
     for stage in result.stages:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stage.rejects.items())) or "-"
-        table.add_row(stage.name, f"{stage.computed}/{stage.shards}", str(stage.rows), reasons, f"{stage.wall_s:.1f}")
+        computed = f"{stage.computed}/{stage.shards}" + (f" ({stage.repaired} repaired)" if stage.repaired else "")
+        table.add_row(stage.name, computed, str(stage.rows), reasons, f"{stage.wall_s:.1f}")
     out.print(table)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for title, frame in (("coverage per language", result.coverage), ("judge agreement per language", result.agreement)):
         if frame is not None and len(frame) and len(frame.columns) > 2:
             languages = Table(title=title)
@@ -109,6 +130,8 @@ def inspect(run_dir: Path = typer.Argument(..., help="Run directory."), rows: in
 
     import pyarrow.parquet as pq
 
+    if not (run_dir / "manifest.json").is_file():
+        _fail(f"{run_dir} is not a run directory (no manifest.json): give the --run-dir of a build")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     table = Table(title=f"{manifest.get('pipeline')} ({run_dir})")
     for column in ("stage", "rows", "rejected", "wall s"):
@@ -171,6 +194,8 @@ def report_command(run_dir: Path = typer.Argument(..., help="Run directory.")) -
     language-ID confusion, judge agreement, diversity (self-contained, opens offline)."""
     from prefsynth.report.html import write_report
 
+    if not (run_dir / "manifest.json").is_file():
+        _fail(f"{run_dir} is not a run directory (no manifest.json): give the --run-dir of a build")
     out.print(f"report -> {write_report(run_dir)}")
 
 
@@ -225,5 +250,61 @@ def tiny_models(
         out.print(f"{name}: {path}")
 
 
+def _fail(message: str, code: int = 1) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+_interrupted_note = ["work finished so far is kept"]
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup (killing model workers) runs."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated()
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Failures with a message of their own, written for the user (no traceback needed)."""
+    from prefsynth.executor import ShardFailed, StageFailed
+    from prefsynth.prompts import PromptSourceError
+    from prefsynth.runs import RunDirError
+
+    return StageFailed, ShardFailed, PromptSourceError, RunDirError, ConfigError
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: runs the app, and turns every failure into one paragraph."""
+    from prefsynth.executor import DEBUG_ENV, describe
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [arg for arg in args if arg != "--debug"]
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # model workers print their tracebacks too
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app(args=args, prog_name="prefsynth")  # exits through SystemExit; usage errors are shown by typer
+    except SystemExit as done:
+        if done.code == 130:  # typer's answer to Ctrl-C
+            print(f"\ninterrupted: {_interrupted_note[0]}", file=sys.stderr)
+        raise
+    except (KeyboardInterrupt, Terminated):
+        print(f"\ninterrupted: {_interrupted_note[0]}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        if debug:
+            raise
+        if isinstance(error, _known_errors()):
+            print(f"error: {error}", file=sys.stderr)
+        elif isinstance(error, OSError):  # the machine's answer (a missing file, permissions): not our bug
+            print(f"error: {describe(error)}", file=sys.stderr)
+        else:
+            print(f"error: {describe(error)}. This is a bug or an unexpected environment: rerun with --debug for "
+                  f"the traceback; {_interrupted_note[0]}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -5,6 +5,7 @@ generated from these models (`prefsynth config-reference`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -26,6 +27,9 @@ def _check_language(code: str | None) -> str | None:
     if code is not None and code not in langs.codes():
         raise ValueError(f"language {code!r} is not in the registry (see `prefsynth langs`)")
     return code
+
+
+SOURCE_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 
 class Columns(Strict):
@@ -61,6 +65,11 @@ class Source(Strict):
     def _one_location(self) -> "Source":
         if (self.path is None) == (self.dataset is None):
             raise ValueError("give exactly one of `path` or `dataset`")
+        if self.path is not None and self.format == "auto" and Path(self.path).suffix.lower() not in SOURCE_SUFFIXES:
+            raise ValueError(f"cannot tell the format of {self.path!r} from its extension; set `format:` "
+                             f"(jsonl, parquet or csv)")
+        if self.columns.language is None and self.language is None:
+            raise ValueError("rows get no language: map `columns.language` or set `language:` for the whole source")
         return self
 
     @field_validator("path")
@@ -74,6 +83,11 @@ class Source(Strict):
             path = base / path
         if not path.exists():
             raise ValueError(f"file {str(path)!r} does not exist")
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a directory, not a file: give a .jsonl/.parquet/.csv file, "
+                             "or `dataset:` for a folder of data files")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"file {str(path)!r} is not readable (permission denied)")
         return str(path.resolve())
 
     @field_validator("dataset")

@@ -7,7 +7,6 @@ not what a stage computes.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -22,10 +21,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from prefsynth.runs import RunDir, write_json_atomic
+from prefsynth.processes import die_with_parent, guard_children, kill_group
+from prefsynth.runs import RunDirError, RunDir, write_json_atomic
 from prefsynth.stages import Op, ShardInput, ShardOutput, op_from_spec
 
 PROMPTS_STAGE = "prompts"
+ERROR_FD_ENV = "PREFSYNTH_ERROR_FD"  # the worker reports why it failed through this pipe
+DEBUG_ENV = "PREFSYNTH_DEBUG"  # set by `--debug`: full tracebacks, from the build and its workers
+MAX_REPORT = 16_000  # a worker's failure report stays far below a pipe's buffer
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def describe(error: BaseException) -> str:
+    """One line for a failure: our own errors say what to do already; others get their type."""
+    if isinstance(error, (RunDirError, ShardFailed)):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @dataclass
@@ -48,6 +63,14 @@ class StagePlan:
 
 class StageFailed(RuntimeError):
     pass
+
+
+class ShardFailed(RuntimeError):
+    """A stage's op failed on one shard: names the shard and the cause."""
+
+    def __init__(self, shard: int, cause: BaseException):
+        self.shard, self.cause = shard, cause
+        super().__init__(f"shard {shard}: {describe(cause)}")
 
 
 def read_input(run: RunDir, plan: StagePlan, shard: int) -> ShardInput:
@@ -88,10 +111,15 @@ def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: An
     """Map the op over shards, writing each output atomically as soon as it is done."""
     with ShardSink(run, plan, shards, progress=progress) as sink:
         for shard in shards:
-            inputs = read_input(run, plan, shard)
-            t0 = time.perf_counter()
-            output = plan.op.process(resource, inputs)
-            sink.write(shard, output, time.perf_counter() - t0)
+            try:
+                inputs = read_input(run, plan, shard)
+                t0 = time.perf_counter()
+                output = plan.op.process(resource, inputs)
+                sink.write(shard, output, time.perf_counter() - t0)
+            except RunDirError:
+                raise  # a full disk: the message names the file already
+            except Exception as error:
+                raise ShardFailed(shard, error) from error
 
 
 def fit_inputs(run: RunDir, plan: StagePlan, shards: list[int]) -> None:
@@ -111,14 +139,6 @@ def pending_shards(run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]
     if pending:
         fit_inputs(run, plan, shards)
     return pending
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when the build process dies, so no orphan holds a model."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class LocalExecutor:
@@ -148,30 +168,40 @@ class LocalExecutor:
         spec_path = run.stage(plan.name).path / "_worker.json"
         write_json_atomic(spec_path, {"run_dir": str(run.path), "plan": plan.to_json(), "shards": pending,
                                       "progress": self.progress, "spawned": time.time()})
+        report_read, report_write = os.pipe()
         env = dict(os.environ)
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        # The worker leads its own process group, so that whatever its engine spawned (vLLM's engine
-        # core and its workers) can be killed with it: a straggler would hold memory and our pipes.
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=_die_with_parent,
-            start_new_session=True,
-        )
+        env[ERROR_FD_ENV] = str(report_write)
+        # The worker leads its own session and process group, so that whatever its engine spawned
+        # (vLLM's engine core and its workers) is killed with it; see processes.py.
+        try:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=die_with_parent,
+                start_new_session=True, pass_fds=(report_write,),
+            )
+        finally:
+            os.close(report_write)
         try:
             returncode = worker.wait()
         finally:
-            try:
-                os.killpg(worker.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            kill_group(worker.pid)  # also on Ctrl-C or SIGTERM of the build: nothing outlives it
+        with os.fdopen(report_read, "rb") as report:
+            cause = report.read(MAX_REPORT).decode("utf-8", "replace").strip()
         done = sum(run.stage(plan.name).has_shard(s) for s in pending)
         if returncode != 0 and done == len(pending):
             print(f"warning: stage {plan.name}: worker exited with code {returncode} after writing "
                   f"all {done} shards; continuing", file=sys.stderr)
         elif returncode != 0:
+            if not cause and returncode < 0:
+                name = signal.Signals(-returncode).name
+                cause = f"the worker was killed by {name}" + (
+                    " (on a machine short of memory, often the out-of-memory killer: lower the engine's "
+                    "gpu_memory_utilization / kv_cache_gib or max_num_seqs)" if name == "SIGKILL" else "")
             raise StageFailed(
-                f"stage {plan.name}: worker exited with code {returncode} after {done}/{len(pending)} "
-                f"pending shards; finished shards are kept, rerun the same command to resume"
+                f"stage {plan.name}: {cause or f'the worker exited with code {returncode}'}. "
+                f"{done}/{len(pending)} pending shards were written; finished shards are kept, rerun the same "
+                "command to resume"
             )
 
 
@@ -192,28 +222,51 @@ def _shutdown(resource: Any) -> None:
         try:
             resource.close()
         except Exception:
-            traceback.print_exc()
+            if debugging():
+                traceback.print_exc()
     for candidate in (resource, getattr(resource, "llm", None)):
         core = getattr(getattr(candidate, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             try:
                 core.shutdown()
             except Exception:  # the shards are written; a failing shutdown must not fail the stage
-                traceback.print_exc()
+                if debugging():
+                    traceback.print_exc()
+
+
+def _report_failure(error: BaseException, stage: str, phase: str) -> None:
+    """Tell the build why this worker failed (one line), through the pipe it gave us."""
+    message = describe(error)
+    if not isinstance(error, (RunDirError, ShardFailed)):
+        message = f"{phase}: {message}"
+    if debugging():
+        traceback.print_exc()
+    else:
+        message += " (rerun with --debug for the traceback)"
+    fd = os.environ.get(ERROR_FD_ENV)
+    if fd is None:
+        print(f"error: stage {stage}: {message}", file=sys.stderr)
+        return
+    try:
+        os.write(int(fd), message.encode("utf-8", "replace")[:MAX_REPORT - 1000])
+    except OSError:
+        print(f"error: stage {stage}: {message}", file=sys.stderr)
 
 
 def worker_main(spec_path: str) -> None:
+    guard_children()  # before any engine starts: nothing it spawns outlives this process
     spec = json.loads(open(spec_path).read())
     plan = StagePlan.from_json(spec["plan"])
     run = RunDir(spec["run_dir"])
-    code, resource = 0, None
+    code, resource, phase = 0, None, "loading its model failed"
     try:
         resource = plan.op.load()
+        phase = "failed after loading its model"
         # engine start-up: from spawning this worker to a loaded model
         run.stage(plan.name).record(startup_s=round(time.time() - spec["spawned"], 3))
         process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as error:
+        _report_failure(error, plan.name, phase)
         code = 1
     finally:
         _shutdown(resource)

@@ -32,11 +32,11 @@ from prefsynth.judges.embedding import EmbedCandidates
 from prefsynth.judges.comet_stage import CometCandidateScore, TranslationQualityScore
 from prefsynth.judges.llm import LlmJudgeScore
 from prefsynth.judges.reward import RewardModelScore
-from prefsynth.prompts import load_prompts
+from prefsynth.prompts import read_sources
 from prefsynth.prompts.normalize import balance_prompts
 from prefsynth.report.agreement import agreement
 from prefsynth.report.coverage import coverage, strategy_diversity
-from prefsynth.runs import RunDir, package_versions, stable_hash, write_parquet_atomic
+from prefsynth.runs import RunDir, package_versions, stable_hash
 from prefsynth.select.stage import Select
 from prefsynth.translate.prompts import TranslatePrompts
 
@@ -59,6 +59,7 @@ class StageSummary:
     rows: int
     rejects: dict[str, int]
     wall_s: float  # this build
+    repaired: int = 0  # shards recomputed because they (or the upstream shards they came from) were damaged
 
 
 @dataclass
@@ -70,6 +71,7 @@ class BuildResult:
     diversity: dict[str, float] | None = None  # generator/strategy -> mean pairwise embedding distance
     agreement: Any = None  # pandas DataFrame, one row per language (report/agreement.py); empty without a reward model
     output: list[str] = field(default_factory=list)  # files written to the `output` URL, if any
+    warnings: list[str] = field(default_factory=list)  # empty sources, shared source ids, repaired shards, ...
 
     @property
     def dataset_dir(self) -> Path:
@@ -178,17 +180,21 @@ class Pipeline:
         upstream changed is recomputed. `executor`: an executor object (default: the config's
         `executor:` section, closed at the end); `output`: an fsspec URL that also receives the
         dataset (default: the config's `output:`)."""
-        if executor is not None:
-            return self._run(run_dir, limit, executor, output)
-        executor = make_executor(self.config.executor, progress=progress)
-        try:
-            return self._run(run_dir, limit, executor, output)
-        finally:
-            executor.close()
-
-    def _run(self, run_dir: str | Path, limit: int | None, executor: Any, output: str | None) -> BuildResult:
-        started = time.perf_counter()
         run = RunDir(run_dir)
+        with run.lock() as previous:
+            notes = [] if previous is None else [
+                f"took over the run directory from build PID {previous.get('pid', '?')} "
+                f"(started {previous.get('started', '?')}), which ended without finishing"]
+            if executor is not None:
+                return self._run(run, limit, executor, output, notes)
+            executor = make_executor(self.config.executor, progress=progress)
+            try:
+                return self._run(run, limit, executor, output, notes)
+            finally:
+                executor.close()
+
+    def _run(self, run: RunDir, limit: int | None, executor: Any, output: str | None, notes: list[str]) -> BuildResult:
+        started = time.perf_counter()
         prompts_hash = self.prompts_hash(limit)  # reads every source file: once per build
         plans = self.plan(limit, prompts_hash)
         run.write_manifest(
@@ -201,11 +207,14 @@ class Pipeline:
             executor=executor.name,
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        result = BuildResult(run.path)
+        result = BuildResult(run.path, warnings=list(notes))
+        repaired = self._discard_damaged(run, plans, prompts_hash, result.warnings)
         t0 = time.perf_counter()
         computed = self._prompts(run, prompts_hash, limit)
         shards = run.stage(PROMPTS_STAGE).shards()
+        result.warnings[len(notes):len(notes)] = run.stage(PROMPTS_STAGE).state().get("warnings", [])
         result.stages.append(self._summary(run, PROMPTS_STAGE, shards, len(shards) if computed else 0, time.perf_counter() - t0))
+        result.stages[-1].repaired = len(repaired.get(PROMPTS_STAGE, ()))
         export_changed = False
         executor.start([plan for plan in plans if not run.stage(plan.name).is_complete(plan.hash)])
         for plan in plans:
@@ -217,6 +226,7 @@ class Pipeline:
             stage.mark("complete", shards=len(shards))
             export_changed |= plan.name == "export" and bool(done)
             result.stages.append(self._summary(run, plan.name, shards, len(done), time.perf_counter() - t0))
+            result.stages[-1].repaired = len(repaired.get(plan.name, ()))
         export = plans[-1]
         marker = {"export_hash": export.hash}
         current = run.dataset_path / "_dataset.json"
@@ -242,8 +252,43 @@ class Pipeline:
             coverage=result.coverage.to_dict(orient="records"),
             diversity=result.diversity,
             agreement=result.agreement.to_dict(orient="records"),
+            warnings=result.warnings,
         )
         return result
+
+    @staticmethod
+    def _discard_damaged(run: RunDir, plans: list[StagePlan], prompts_hash: str, warnings: list[str]) -> dict[str, set[int]]:
+        """Check every finished shard of the stages this build would reuse against its recorded
+        size and checksum. A damaged shard is deleted with every shard computed from it downstream
+        (all of a stage's shards when it fits statistics over its whole input), so the build
+        recomputes exactly those. Returns {stage: shards discarded}; each damaged file gets a warning."""
+        discarded: dict[str, set[int]] = {}
+        knock_on = 0
+        stages = [(PROMPTS_STAGE, prompts_hash, [], False)] + [
+            (plan.name, plan.hash, [plan.prompts, *plan.inputs, *plan.context.values()],
+             bool(hasattr(plan.op, "fit_columns") and plan.op.fit_columns())) for plan in plans]
+        for name, config_hash, upstream, whole_input in stages:
+            stage = run.stage(name)
+            if stage.state().get("hash") != config_hash:
+                continue  # recomputed anyway
+            damaged = stage.verify_shards()
+            inherited = set().union(*(discarded.get(u, set()) for u in upstream))
+            bad = set(damaged) | inherited
+            if inherited and whole_input:
+                bad |= set(stage.shards())
+            for shard, why in sorted(damaged.items()):
+                warnings.append(f"{name}: damaged file recomputed ({why})")
+            if not bad:
+                continue
+            if name == PROMPTS_STAGE:
+                stage.record(status="running")  # the prompts stage is written whole, from the sources
+            else:
+                stage.discard_shards(sorted(s for s in bad if s >= 0))
+            discarded[name] = {s for s in bad if s >= 0}
+            knock_on += len(discarded[name] - set(damaged))
+        if knock_on:
+            warnings.append(f"{knock_on} shard(s) computed from damaged ones are recomputed with them")
+        return discarded
 
     def agreement(self, run: RunDir):
         """Judge agreement per language: the first reward model against every other judge."""
@@ -258,7 +303,7 @@ class Pipeline:
         if stage.is_complete(prompts_hash):
             return False
         t0 = time.perf_counter()
-        prompts, rejects = load_prompts(self.config.sources, None if self.config.balance else limit)
+        prompts, rejects, warnings = read_sources(self.config.sources, None if self.config.balance else limit)
         if self.config.balance is not None:
             prompts, over = balance_prompts(prompts, self.config.balance, self.config.seed)
             rejects = pa.concat_tables([rejects, over])
@@ -266,11 +311,13 @@ class Pipeline:
         size = self.config.shard_size
         if rejects.num_rows:
             stage.rejects_dir.mkdir(parents=True, exist_ok=True)
-            write_parquet_atomic(rejects, stage.rejects_dir / SOURCE_REJECTS)
+            stage.write_file(stage.rejects_dir / SOURCE_REJECTS, rejects)
+        else:
+            (stage.rejects_dir / SOURCE_REJECTS).unlink(missing_ok=True)
         for shard, start in enumerate(range(0, prompts.num_rows, size)):
             stage.write_shard(shard, prompts.slice(start, size))
         stage.add_wall_time(time.perf_counter() - t0)
-        stage.mark("complete", prompts=prompts.num_rows)
+        stage.mark("complete", prompts=prompts.num_rows, warnings=warnings)
         return True
 
     @staticmethod

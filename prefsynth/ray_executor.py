@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from prefsynth.config import RayExecutor as RayExecutorConfig
-from prefsynth.executor import ShardSink, StageFailed, StagePlan, _shutdown, pending_shards, read_input
+from prefsynth.executor import (ShardSink, StageFailed, StagePlan, _shutdown, debugging, describe, pending_shards,
+                                read_input)
+from prefsynth.processes import guard_children
 from prefsynth.runs import RunDir
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
@@ -50,6 +52,7 @@ class ShardWorker:
     def __init__(self, op: Op):
         _worker_env()
         os.environ["PREFSYNTH_RAY_ACTOR"] = "1"  # engine.make_llm: tensor parallelism through Ray
+        guard_children()  # the engine's processes die with this actor, however Ray ends it
         self.op, self.resource, self.loaded = op, None, False
 
     def load(self) -> None:
@@ -192,7 +195,7 @@ class RayExecutor:
             self._warm_ups = [ray.remote(warm_up_worker).options(num_cpus=0).remote(ops_ref) for _ in range(slots)]
 
     def close(self) -> None:
-        self._stop_actors()
+        self._stop_actors(graceful=sys.exc_info()[0] is None)
         if self.started_ray:
             import ray
 
@@ -217,8 +220,10 @@ class RayExecutor:
             lanes = [self._task_lane(op_ref)]
         try:
             self._map(run, plan, pending, lanes)
-        finally:
-            self._stop_actors()
+        except BaseException:
+            self._stop_actors(graceful=False)  # Ctrl-C, or a failed stage: kill the engines now
+            raise
+        self._stop_actors()
         restarts = sum(lane.restarts for lane in lanes)
         if restarts:
             stage.record(actor_restarts=int(stage.state().get("actor_restarts", 0)) + restarts)
@@ -258,13 +263,14 @@ class RayExecutor:
         slots = max(1, int(ray.available_resources().get("CPU", 1) // self.config.cpus_per_task)) * 2
         return Lane(lambda ref: task.remote(op_ref, ref), slots)
 
-    def _stop_actors(self) -> None:
+    def _stop_actors(self, graceful: bool = True) -> None:
         if not self.actors:
             return
         import ray
 
         try:
-            ray.get([actor.close.remote() for actor in self.actors], timeout=60)
+            if graceful:
+                ray.get([actor.close.remote() for actor in self.actors], timeout=60)
         except Exception:  # a dead or hung actor is killed below either way
             pass
         for actor in self.actors:
@@ -326,8 +332,11 @@ class RayExecutor:
 
 
 def _cause(error: BaseException) -> str:
-    """The worker-side traceback of a Ray error, or its message."""
+    """What went wrong on the worker side of a Ray error: one line, or with --debug its traceback."""
     cause = getattr(error, "cause", None)
     if isinstance(cause, BaseException):
-        return "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).strip()
-    return str(error).strip()
+        if debugging():
+            return "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).strip()
+        return describe(cause) + " (rerun with --debug for the traceback)"
+    text = str(error).strip()
+    return text if debugging() else text.splitlines()[0] if text else type(error).__name__

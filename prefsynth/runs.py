@@ -9,26 +9,92 @@
     RUN/dataset/                      the exported dataset (see export/)
 
 A shard file exists only when it is complete, so resuming means: skip shards whose file exists.
+Each shard's size, row count and SHA-256 (and its rejects file's) are recorded in `_stage.json`
+before the file takes its final name; `verify_shards` finds files that no longer match (cut,
+overwritten, bit rot), so the build recomputes them instead of trusting them.
 A stage's hash covers its own config and its inputs' hashes, so changing one stage's config
 invalidates it and everything downstream, and nothing upstream.
+A build holds `RUN/.lock` (an advisory lock that the kernel drops when its process dies).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 STATE_FILE = "_stage.json"
+LOCK_FILE = ".lock"
 FORMAT_VERSION = 1  # bump when the on-disk layout of a stage changes
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as it is: the message says what to do."""
+
+
+class DiskFullError(RunDirError):
+    pass
+
+
+class RunDirLocked(RunDirError):
+    pass
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def disk_full(path: Path, needed: int) -> DiskFullError:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    return DiskFullError(
+        f"no space left on the device writing {path}: it needs about {_size(needed)} and {_size(free)} is free "
+        f"there. Free some space (or move the run directory) and rerun the same command: finished shards are "
+        f"kept, and nothing half-written is used."
+    )
+
+
+@contextmanager
+def _atomic_target(path: Path, needed: int) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it on success and removed on failure; a full
+    disk becomes a DiskFullError naming `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno in _NO_SPACE or "No space left" in str(error):  # pyarrow's IOError text
+            raise disk_full(path, needed) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def stable_hash(payload: Any) -> str:
@@ -37,9 +103,8 @@ def stable_hash(payload: Any) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with _atomic_target(path, len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -50,17 +115,20 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, metadata_: dict[str, str] | None = None) -> None:
-    """Write to a hidden temporary name in the same folder, fsync, then rename over `path`."""
+def write_parquet_atomic(table: pa.Table, path: Path, metadata_: dict[str, str] | None = None,
+                         before_rename: Any = None) -> None:
+    """Write to a hidden temporary name in the same folder, fsync, then rename over `path`.
+    `before_rename(tmp)` runs on the complete file just before it takes its name (checksums)."""
     if metadata_:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata_.items()})
         table = table.replace_schema_metadata(merged)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with _atomic_target(path, table.nbytes) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
 
 
 def shard_name(shard: int) -> str:
@@ -99,9 +167,10 @@ class StageDir:
 
     def state(self) -> dict:
         try:
-            return json.loads((self.path / STATE_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+            state = json.loads((self.path / STATE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}  # a damaged state file: its shards are checked again (verify_shards)
+        return state if isinstance(state, dict) else {}
 
     def prepare(self, config_hash: str, config: Any) -> bool:
         """Make the folder ready for `config_hash`. Returns True when earlier output was discarded
@@ -119,7 +188,8 @@ class StageDir:
         if not state or discarded:
             write_json_atomic(
                 self.path / STATE_FILE,
-                {"hash": config_hash, "config": config, "status": "running", "format": FORMAT_VERSION, "wall_s": 0.0},
+                {"hash": config_hash, "config": config, "status": "running", "format": FORMAT_VERSION, "wall_s": 0.0,
+                 "files": state.get("files", {}) if not discarded else {}},
             )
         return discarded
 
@@ -152,22 +222,90 @@ class StageDir:
     def read_shard(self, shard: int) -> pa.Table:
         return pq.read_table(self.shard_path(shard))
 
+    def _record_file(self, name: str, tmp: Path, rows: int) -> None:
+        """Record a file's size, rows and checksum before it takes its final name: a crash in
+        between leaves a record without a file (the shard is pending), never a file that differs
+        from its record."""
+        files = self.state().get("files", {})
+        files[name] = {"bytes": tmp.stat().st_size, "rows": rows, "sha256": file_digest(tmp)}
+        self.record(files=files)
+
+    def write_file(self, path: Path, table: pa.Table, **meta: str) -> None:
+        """Write one recorded Parquet file of this stage (a shard, a rejects file)."""
+        write_parquet_atomic(table, path, meta or None,
+                             before_rename=lambda tmp: self._record_file(path.name, tmp, table.num_rows))
+
     def write_shard(self, shard: int, table: pa.Table, rejects: pa.Table | None = None, **meta: str) -> None:
         # Rejects first: the shard file is the completion marker, so a crash in between only
         # means the shard is recomputed, never that its rejects are lost.
         rejects_path = self.rejects_dir / rejects_name(shard)
         if rejects is not None and rejects.num_rows:
             self.rejects_dir.mkdir(parents=True, exist_ok=True)
-            write_parquet_atomic(rejects, rejects_path)
+            self.write_file(rejects_path, rejects)
         else:
             rejects_path.unlink(missing_ok=True)  # left by an earlier attempt at this shard
-        write_parquet_atomic(table, self.shard_path(shard), meta)
+        self.write_file(self.shard_path(shard), table, **meta)
 
     def shards(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.path.glob("shard-*.parquet"))
 
     def rejects(self) -> list[Path]:
         return sorted(self.rejects_dir.glob("rejects-*.parquet"))
+
+    def verify_shards(self) -> dict[int, str]:
+        """Shards on disk whose file (or rejects file) no longer matches its record: {shard: why}.
+        A file without a record (a run from before records, a lost state file) is checked by
+        reading its Parquet footer and row count, and recorded when sound."""
+        files = self.state().get("files", {})
+        damaged: dict[int, str] = {}
+        adopted: dict[str, dict] = {}
+        for shard in self.shards():
+            for path in (self.shard_path(shard), self.rejects_dir / rejects_name(shard)):
+                problem, entry = _check_file(path, files.get(path.name))
+                if problem:
+                    damaged.setdefault(shard, f"{path.name}: {problem}")
+                elif entry is not None:
+                    adopted[path.name] = entry
+        for extra in self.rejects_dir.glob("rejects-*.parquet"):  # files outside the shard scheme
+            if not extra.name.startswith("rejects-0"):
+                problem, entry = _check_file(extra, files.get(extra.name))
+                if problem:
+                    damaged.setdefault(-1, f"{extra.name}: {problem}")
+                elif entry is not None:
+                    adopted[extra.name] = entry
+        if adopted:
+            self.record(files=files | adopted)
+        return damaged
+
+    def discard_shards(self, shards: list[int]) -> None:
+        """Delete shards (and their rejects) so that the stage computes them again."""
+        files = self.state().get("files", {})
+        for shard in shards:
+            for path in (self.shard_path(shard), self.rejects_dir / rejects_name(shard)):
+                path.unlink(missing_ok=True)
+                files.pop(path.name, None)
+        state = self.state()
+        if state:
+            self.record(files=files, status="running" if shards else state.get("status"))
+
+
+def _check_file(path: Path, record: dict | None) -> tuple[str | None, dict | None]:
+    """(problem, entry to record): a recorded file must match its size and checksum; an unrecorded
+    one must be readable Parquet."""
+    if not path.is_file():
+        return ("missing, but recorded" if record and path.name.startswith("rejects-") else None), None
+    size = path.stat().st_size
+    if record is not None:
+        if size != record.get("bytes"):
+            return f"{size} bytes on disk, {record.get('bytes')} recorded", None
+        if file_digest(path) != record.get("sha256"):
+            return "checksum does not match the recorded one", None
+        return None, None
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception as error:  # ArrowInvalid, OSError: a cut or overwritten file
+        return f"unreadable Parquet ({str(error).splitlines()[0]})", None
+    return None, {"bytes": size, "rows": rows, "sha256": file_digest(path)}
 
 
 class RunDir:
@@ -189,12 +327,90 @@ class RunDir:
 
     def manifest(self) -> dict:
         try:
-            return json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
-            return {}
+            manifest = json.loads(self.manifest_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}  # a damaged manifest is rewritten by the next build
+        return manifest if isinstance(manifest, dict) else {}
+
+    def ensure(self) -> None:
+        """Create the run directory, or say plainly why it cannot be one."""
+        for parent in [self.path, *self.path.parents]:
+            if parent.exists() and not parent.is_dir():
+                where = "" if parent == self.path else f" ({parent} is a file)"
+                raise RunDirError(f"the run directory {self.path} cannot be created: it is a file, not a directory"
+                                  f"{where}. Give --run-dir a directory (new or an earlier run's).")
+            if parent.exists():
+                break
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except PermissionError:
+            raise RunDirError(f"the run directory {self.path} cannot be created: permission denied. "
+                              "Give --run-dir a directory you can write to.") from None
+        except OSError as error:
+            if error.errno in _NO_SPACE:
+                raise disk_full(self.path, 4096) from None
+            raise
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RunDirError(f"the run directory {self.path} is not writable. Give --run-dir a directory "
+                              "you can write to.")
+
+    @contextmanager
+    def lock(self) -> Iterator[dict | None]:
+        """Hold RUN/.lock for a build. A second build on the same run directory stops with a
+        message naming the first one's PID; a lock left by a dead process is taken over (the kernel
+        drops an flock when its holder dies). Yields what the previous holder recorded when the
+        lock was taken over from a build that did not finish (else None)."""
+        self.ensure()
+        path = self.path / LOCK_FILE
+        try:
+            handle = open(path, "a+b", buffering=0)  # unbuffered: a full disk fails in write, not in close
+        except OSError as error:
+            if error.errno in _NO_SPACE:
+                raise disk_full(path, 512) from None
+            raise
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            holder = _read_holder(path)
+            raise RunDirLocked(
+                f"the run directory {self.path} is in use by another build (PID {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, started {holder.get('started', '?')}: {holder.get('command', '?')}). "
+                "Wait for it to finish or stop it, or give another --run-dir."
+            ) from None
+        except OSError:
+            pass  # a filesystem without flock (some network mounts): build unlocked, as before
+        try:
+            previous = _read_holder(path) or None
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": " ".join(sys.argv) or "python"}
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write((json.dumps(info) + "\n").encode())
+            except OSError as error:
+                if error.errno in _NO_SPACE:
+                    raise disk_full(path, 512) from None
+                raise
+            yield previous
+        finally:
+            try:
+                handle.seek(0)
+                handle.truncate()  # an empty lock file: the build ended (an interrupted one leaves its PID)
+            except OSError:
+                pass
+            handle.close()  # releases the flock
 
     def write_manifest(self, **fields: Any) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.ensure()
         manifest = self.manifest()
         manifest.update(fields)
         write_json_atomic(self.manifest_path, manifest)
+
+
+def _read_holder(path: Path) -> dict:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}

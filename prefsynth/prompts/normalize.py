@@ -4,12 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 
 from prefsynth import langs, schemas
 from prefsynth.config import Source
-from prefsynth.prompts.sources import read_rows, row_label, source_label
+from prefsynth.prompts.sources import file_format, read_rows, row_label, source_label
 
 ROLES = ("system", "user", "assistant")
 STAGE = "prompts"
@@ -80,9 +82,13 @@ def _messages(row: dict, source: Source) -> list[dict]:
     return messages
 
 
-def _language(row: dict, source: Source) -> str | None:
+def _language(row: dict, source: Source) -> str:
     value = _field(row, source.columns.language)
     if value is None or value == "":
+        if source.language is None:
+            # Without a language a prompt would skip the language-ID filter and reach the dataset unlabelled.
+            raise ValueError(f"field {source.columns.language!r}: no language (missing or null), and the source "
+                             "sets no `language:` default")
         return source.language
     if not isinstance(value, str):
         raise ValueError(f"field {source.columns.language!r}: expected a language code, got {type(value).__name__}")
@@ -103,17 +109,42 @@ def _rows_or_error(source: Source, label: str):
         yield from rows
 
 
+def _empty(source: Source) -> str:
+    if source.path is not None and file_format(source) == "jsonl":
+        return "empty (0 bytes)" if Path(source.path).stat().st_size == 0 else "empty (only blank lines)"
+    return "empty (no rows)"
+
+
 def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Table, pa.Table]:
-    """Read every source; return (prompts, rejects). Raises PromptSourceError on a bad row of a
-    source with on_bad_row: error. Later duplicates of a prompt are rejected, naming the first."""
+    """Read every source; return (prompts, rejects), which may be empty. See read_sources."""
+    prompts, rejects, _ = read_sources(sources, limit, require_prompts=False)
+    return prompts, rejects
+
+
+def read_sources(sources: list[Source], limit: int | None = None, *,
+                 require_prompts: bool = True) -> tuple[pa.Table, pa.Table, list[str]]:
+    """Read every source; return (prompts, rejects, warnings).
+
+    Raises PromptSourceError on a bad row of a source with on_bad_row: error, and when the sources
+    hold no prompt at all (unless not `require_prompts`). Later duplicates of a prompt are rejected, naming the first. Warnings
+    name an empty source, and ids that a source gives to different prompts of one language
+    (`duplicate_source_id`: both are kept, since ids often mark parallel or paraphrased prompts;
+    the same id across languages is the usual layout of a parallel set and is not reported)."""
     prompts: list[dict] = []
     rejects: list[dict] = []
+    warnings: list[str] = []
+    described: list[str] = []
     first_seen: dict[str, str] = {}
     for source in sources:
         label = source_label(source)
+        seen, kept, rejected_before, complete = 0, len(prompts), len(rejects), True
+        ids: dict[tuple[str, str], tuple[str, str]] = {}  # (language, source id) -> (prompt id, where)
+        shared: list[str] = []
         for position, row, problem in _rows_or_error(source, label):
             if limit is not None and len(prompts) >= limit:
+                complete = False
                 break
+            seen += 1
             try:
                 if problem is not None:
                     raise ValueError(problem)
@@ -123,14 +154,13 @@ def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Ta
                 problem = f"column {missing.args[0]!r} is missing"
             except ValueError as error:
                 problem = str(error)
+            where = f"{label}: {row_label(source, position)}"
             if problem is not None:
-                where = f"{label}: {row_label(source, position)}"
                 if source.on_bad_row == "error":
                     raise PromptSourceError(f"{where}: {problem} (set on_bad_row: skip to record and continue)")
                 rejects.append({"stage": STAGE, "source": label, "source_row": position, "reason": "bad_row", "detail": problem})
                 continue
             pid = prompt_id(language, messages)
-            where = f"{label}: {row_label(source, position)}"
             if pid in first_seen:
                 rejects.append({
                     "stage": STAGE, "prompt_id": pid, "source": label, "source_row": position,
@@ -139,12 +169,29 @@ def load_prompts(sources: list[Source], limit: int | None = None) -> tuple[pa.Ta
                 continue
             first_seen[pid] = where
             source_id = _field(row, source.columns.id)
+            source_id = None if source_id is None else str(source_id)
+            if source_id is not None:
+                earlier = ids.setdefault((language, source_id), (pid, row_label(source, position)))
+                if earlier[0] != pid:
+                    shared.append(f"id {source_id!r} ({language}) at {earlier[1]} and {row_label(source, position)}")
             prompts.append({
                 "prompt_id": pid, "language": language, "messages": messages, "source": label,
-                "source_row": position, "source_id": None if source_id is None else str(source_id),
-                "source_prompt_id": pid, "origin": "source",
+                "source_row": position, "source_id": source_id, "source_prompt_id": pid, "origin": "source",
             })
-    return schemas.from_rows(prompts, schemas.PROMPTS), schemas.rejects_table(rejects)
+        if shared:
+            warnings.append(f"{label}: duplicate_source_id: {len(shared)} row(s) reuse an id of a different prompt in "
+                            f"the same language, all kept (first: {shared[0]})")
+        if seen == 0 and complete:
+            warnings.append(f"{label}: {_empty(source)}, no prompts from this source")
+            described.append(f"{label}: {_empty(source)}")
+        elif complete:
+            reasons = Counter(r["reason"] for r in rejects[rejected_before:])
+            detail = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+            described.append(f"{label}: {seen} row(s), {len(prompts) - kept} kept" + (f" ({detail})" if detail else ""))
+    if not prompts and require_prompts:
+        raise PromptSourceError("no prompts to build from: " + "; ".join(described)
+                                + ". Check the sources' files and their `columns:` mapping.")
+    return schemas.from_rows(prompts, schemas.PROMPTS), schemas.rejects_table(rejects), warnings
 
 
 def balance_prompts(prompts: pa.Table, balance, seed: int) -> tuple[pa.Table, pa.Table]:

@@ -13,9 +13,8 @@ from typing import Iterator
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from prefsynth.config import SOURCE_SUFFIXES as _FORMATS
 from prefsynth.config import Source
-
-_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 Row = tuple[int, dict | None, str | None]  # (0-based position, row or None, problem or None)
 
@@ -63,8 +62,15 @@ def enumerate_rows(rows: list[dict]) -> Iterator[Row]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as handle:
-        for position, line in enumerate(handle):
+    # Bytes, decoded line by line: invalid UTF-8 is then a bad row naming its line (and skippable),
+    # not a decoder error at a position inside a read buffer.
+    with open(path, "rb") as handle:
+        for position, raw in enumerate(handle):
+            try:
+                line = raw.decode("utf-8-sig" if position == 0 else "utf-8")
+            except UnicodeDecodeError as error:
+                yield position, None, f"invalid UTF-8 (byte {error.start + 1} of the line: {raw[error.start:error.start + 1]!r})"
+                continue
             if not line.strip():
                 continue
             try:
