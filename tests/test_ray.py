@@ -4,6 +4,8 @@ and a stage that fails on the cluster resumes from its finished shards."""
 import os
 import shutil
 import signal
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -104,10 +106,28 @@ def _killer(executor, kills: list):
     def kill(stage, shard):
         if stage == JUDGE and not kills:
             pid = ray.get(executor.actors[0].pid.remote())
+            group = os.getpgid(pid)
             os.kill(pid, signal.SIGKILL)
-            kills.append((shard, pid))
+            kills.append((shard, pid, group))
 
     return kill
+
+
+def _group_members(group: int, seconds: float = 10) -> list[int]:
+    """Live processes of a process group, waiting up to `seconds` for it to empty."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
+            except OSError:
+                continue
+            if fields and fields[0] != "Z" and int(fields[2]) == group:
+                alive.append(int(entry.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def test_killed_engine_actor_fails_the_stage_keeps_shards_and_a_rerun_resumes(ray_run, local_run, tmp_path):
@@ -126,6 +146,9 @@ def test_killed_engine_actor_fails_the_stage_keeps_shards_and_a_rerun_resumes(ra
         Pipeline(demo_config()).run(run_dir, executor=no_restarts)
     kept = sorted(p.name for p in (run_dir / JUDGE).glob("shard-*.parquet"))
     assert kills and 1 <= len(kept) < shards
+    # The actor led its own process group: vLLM's engine core and workers died with it.
+    _, pid, group = kills[0]
+    assert group == pid and _group_members(group) == []
 
     # The rerun computes only the missing shards; its actor is killed too, and restarted by Ray.
     restarting = RayExecutor(RayExecutorConfig(max_restarts=2), progress=False)
