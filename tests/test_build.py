@@ -208,9 +208,12 @@ def test_a_model_that_fails_to_load_stops_the_build_with_a_clear_error(tmp_path,
     path = write_config(tmp_path / "broken.yaml", config)
     result = _cli("build", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--limit", "4")
     assert result.returncode == 1
-    assert "stage generate.tiny-chat: worker exited with code" in result.stderr
-    assert "rerun the same command to resume" in result.stderr
+    assert "error: stage generate.tiny-chat: loading its model failed: " in result.stderr
+    assert "0/1 pending shards were written" in result.stderr and "rerun the same command to resume" in result.stderr
+    assert "Traceback" not in result.stderr and "rerun with --debug for the traceback" in result.stderr
     assert (tmp_path / "run" / "prompts" / "shard-00000.parquet").exists()  # finished work kept
+    debug = _cli("build", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--limit", "4", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
 def test_selector_switch_is_one_line_and_list_selectors_export_lists(demo_run, tmp_path):

@@ -295,20 +295,3 @@ def test_unexpected_errors_have_no_traceback_without_debug(tmp_path):
     debug = _cli("inspect", run_dir, "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
-
-@pytest.mark.slow
-def test_model_that_fails_to_load_names_the_stage(tmp_path):
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
-    config = demo_config()
-    config["generators"][0]["model"] = str(broken)
-    run_dir = tmp_path / "run"
-    result = _cli("build", write_config(tmp_path / "broken.yaml", config), "--run-dir", run_dir, "--quiet")
-    _clear_failure(result, "error: stage generate.tiny-chat: loading its model failed:",
-                   "rerun with --debug for the traceback", "0/6 pending shards were written",
-                   "rerun the same command to resume")
-    assert RunDir(run_dir).stage("prompts").is_complete(json.loads((run_dir / "manifest.json").read_text())
-                                                        ["stages"]["prompts"])
-    debug = _cli("build", write_config(tmp_path / "broken.yaml", config), "--run-dir", run_dir, "--quiet", "--debug")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr
