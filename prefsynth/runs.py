@@ -177,6 +177,10 @@ class StageDir:
         because the stage's config (or an upstream stage's) changed."""
         state = self.state()
         discarded = False
+        if int(state.get("format", FORMAT_VERSION)) > FORMAT_VERSION:
+            raise RunDirError(f"{self.path} was written by a newer prefsynth (run directory format "
+                              f"{state['format']}, this one reads {FORMAT_VERSION}): upgrade prefsynth, or use another "
+                              "--run-dir")
         if state and state.get("hash") != config_hash:
             shutil.rmtree(self.path)
             shutil.rmtree(self.rejects_dir, ignore_errors=True)
@@ -242,8 +246,8 @@ class StageDir:
         if rejects is not None and rejects.num_rows:
             self.rejects_dir.mkdir(parents=True, exist_ok=True)
             self.write_file(rejects_path, rejects)
-        else:
-            rejects_path.unlink(missing_ok=True)  # left by an earlier attempt at this shard
+        elif rejects_path.exists() or rejects_path.name in self.state().get("files", {}):
+            self._forget_files([rejects_path])  # left by an earlier attempt at this shard
         self.write_file(self.shard_path(shard), table, **meta)
 
     def shards(self) -> list[int]:
@@ -273,20 +277,27 @@ class StageDir:
                     damaged.setdefault(-1, f"{extra.name}: {problem}")
                 elif entry is not None:
                     adopted[extra.name] = entry
+        if self.state().get("status") == "complete":  # a finished stage must still have every shard it recorded
+            for name in files:
+                if name.startswith("shard-") and not (self.path / name).is_file():
+                    damaged.setdefault(int(name.split("-")[1].split(".")[0]), f"{name}: missing, but recorded")
         if adopted:
             self.record(files=files | adopted)
         return damaged
 
+    def _forget_files(self, paths: list[Path], **fields: Any) -> None:
+        """Delete files and their records (the record first: a file without one is checked again)."""
+        files = self.state().get("files", {})
+        for path in paths:
+            files.pop(path.name, None)
+        self.record(files=files, **fields)
+        for path in paths:
+            path.unlink(missing_ok=True)
+
     def discard_shards(self, shards: list[int]) -> None:
         """Delete shards (and their rejects) so that the stage computes them again."""
-        files = self.state().get("files", {})
-        for shard in shards:
-            for path in (self.shard_path(shard), self.rejects_dir / rejects_name(shard)):
-                path.unlink(missing_ok=True)
-                files.pop(path.name, None)
-        state = self.state()
-        if state:
-            self.record(files=files, status="running" if shards else state.get("status"))
+        paths = [p for shard in shards for p in (self.shard_path(shard), self.rejects_dir / rejects_name(shard))]
+        self._forget_files(paths, status="running")
 
 
 def _check_file(path: Path, record: dict | None) -> tuple[str | None, dict | None]:

@@ -15,7 +15,7 @@ import pytest
 
 from prefsynth.config import Source
 from prefsynth.prompts import load_prompts, read_sources
-from prefsynth.runs import DiskFullError, RunDir, RunDirLocked
+from prefsynth.runs import DiskFullError, RunDir, RunDirError, RunDirLocked
 from tests.conftest import demo_config, write_config
 
 
@@ -295,3 +295,30 @@ def test_unexpected_errors_have_no_traceback_without_debug(tmp_path):
     debug = _cli("inspect", run_dir, "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
+
+
+def test_a_shard_retried_without_rejects_forgets_the_old_rejects(tmp_path):
+    stage = RunDir(tmp_path / "run").stage("generate.x")
+    stage.prepare("h", {})
+    stage.rejects_dir.mkdir(parents=True)
+    stage.write_file(stage.rejects_dir / "rejects-00000.parquet", pa.table({"reason": ["too_long"]}))  # attempt 1
+    stage.write_shard(0, pa.table({"value": [1, 2]}))  # attempt 2: no rejects this time
+    assert not (stage.rejects_dir / "rejects-00000.parquet").exists()
+    assert set(stage.state()["files"]) == {"shard-00000.parquet"} and stage.verify_shards() == {}
+
+
+def test_a_shard_deleted_from_a_finished_stage_is_recomputed(tmp_path):
+    stage = _stage_with_shards(tmp_path)
+    stage.mark("complete", shards=3)
+    stage.shard_path(1).unlink()
+    assert stage.verify_shards() == {1: "shard-00001.parquet: missing, but recorded"}
+    stage.discard_shards([1])
+    assert not stage.is_complete("h") and stage.verify_shards() == {}
+
+
+def test_run_dir_of_a_newer_format_is_refused(tmp_path):
+    stage = RunDir(tmp_path / "run").stage("prompts")
+    stage.prepare("h", {})
+    stage.record(format=99)
+    with pytest.raises(RunDirError, match="written by a newer prefsynth"):
+        stage.prepare("h", {})
