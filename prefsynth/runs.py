@@ -9,8 +9,9 @@
     RUN/dataset/                      the exported dataset (see export/)
 
 A shard file exists only when it is complete, so resuming means: skip shards whose file exists.
-Each shard's size, row count and SHA-256 (and its rejects file's) are recorded in `_stage.json`
-before the file takes its final name; `verify_shards` finds files that no longer match (cut,
+Each shard's size, row count and SHA-256 (and its rejects file's) are appended to the stage's
+`_files.jsonl` before the file takes its final name (an append per file: writing a shard costs
+the same whatever the number of shards); `verify_shards` finds files that no longer match (cut,
 overwritten, bit rot), so the build recomputes them instead of trusting them.
 A stage's hash covers its own config and its inputs' hashes, so changing one stage's config
 invalidates it and everything downstream, and nothing upstream.
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 STATE_FILE = "_stage.json"
+FILES_LOG = "_files.jsonl"  # one line per file written or forgotten; the last line for a name wins
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1  # bump when the on-disk layout of a stage changes
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -192,8 +194,7 @@ class StageDir:
         if not state or discarded:
             write_json_atomic(
                 self.path / STATE_FILE,
-                {"hash": config_hash, "config": config, "status": "running", "format": FORMAT_VERSION, "wall_s": 0.0,
-                 "files": state.get("files", {}) if not discarded else {}},
+                {"hash": config_hash, "config": config, "status": "running", "format": FORMAT_VERSION, "wall_s": 0.0},
             )
         return discarded
 
@@ -226,13 +227,42 @@ class StageDir:
     def read_shard(self, shard: int) -> pa.Table:
         return pq.read_table(self.shard_path(shard))
 
+    def records(self) -> dict[str, dict]:
+        """What was recorded of each file of this stage: {name: {bytes, rows, sha256}}."""
+        records: dict[str, dict] = {}
+        try:
+            lines = (self.path / FILES_LOG).read_bytes().splitlines()
+        except FileNotFoundError:
+            return records
+        for line in filter(None, lines):
+            try:
+                entry = json.loads(line)
+                name = entry["name"]
+            except (ValueError, KeyError, TypeError):  # a line cut by a crash: that file is checked again
+                continue
+            if entry.get("forgotten"):
+                records.pop(name, None)
+            else:
+                records[name] = entry
+        return records
+
+    def _append_records(self, entries: list[dict]) -> None:
+        path = self.path / FILES_LOG
+        # A leading newline ends a line that a crash may have cut, so that it cannot swallow this one.
+        data = ("\n" + "".join(json.dumps(entry) + "\n" for entry in entries)).encode()
+        try:
+            with open(path, "ab", buffering=0) as handle:
+                handle.write(data)
+        except OSError as error:
+            if error.errno in _NO_SPACE:
+                raise disk_full(path, len(data)) from None
+            raise
+
     def _record_file(self, name: str, tmp: Path, rows: int) -> None:
         """Record a file's size, rows and checksum before it takes its final name: a crash in
         between leaves a record without a file (the shard is pending), never a file that differs
         from its record."""
-        files = self.state().get("files", {})
-        files[name] = {"bytes": tmp.stat().st_size, "rows": rows, "sha256": file_digest(tmp)}
-        self.record(files=files)
+        self._append_records([{"name": name, "bytes": tmp.stat().st_size, "rows": rows, "sha256": file_digest(tmp)}])
 
     def write_file(self, path: Path, table: pa.Table, **meta: str) -> None:
         """Write one recorded Parquet file of this stage (a shard, a rejects file)."""
@@ -246,7 +276,7 @@ class StageDir:
         if rejects is not None and rejects.num_rows:
             self.rejects_dir.mkdir(parents=True, exist_ok=True)
             self.write_file(rejects_path, rejects)
-        elif rejects_path.exists() or rejects_path.name in self.state().get("files", {}):
+        elif rejects_path.exists():
             self._forget_files([rejects_path])  # left by an earlier attempt at this shard
         self.write_file(self.shard_path(shard), table, **meta)
 
@@ -260,7 +290,7 @@ class StageDir:
         """Shards on disk whose file (or rejects file) no longer matches its record: {shard: why}.
         A file without a record (a run from before records, a lost state file) is checked by
         reading its Parquet footer and row count, and recorded when sound."""
-        files = self.state().get("files", {})
+        files = self.records()
         damaged: dict[int, str] = {}
         adopted: dict[str, dict] = {}
         for shard in self.shards():
@@ -282,22 +312,19 @@ class StageDir:
                 if name.startswith("shard-") and not (self.path / name).is_file():
                     damaged.setdefault(int(name.split("-")[1].split(".")[0]), f"{name}: missing, but recorded")
         if adopted:
-            self.record(files=files | adopted)
+            self._append_records([{"name": name, **entry} for name, entry in adopted.items()])
         return damaged
 
-    def _forget_files(self, paths: list[Path], **fields: Any) -> None:
+    def _forget_files(self, paths: list[Path]) -> None:
         """Delete files and their records (the record first: a file without one is checked again)."""
-        files = self.state().get("files", {})
-        for path in paths:
-            files.pop(path.name, None)
-        self.record(files=files, **fields)
+        self._append_records([{"name": path.name, "forgotten": True} for path in paths])
         for path in paths:
             path.unlink(missing_ok=True)
 
     def discard_shards(self, shards: list[int]) -> None:
         """Delete shards (and their rejects) so that the stage computes them again."""
-        paths = [p for shard in shards for p in (self.shard_path(shard), self.rejects_dir / rejects_name(shard))]
-        self._forget_files(paths, status="running")
+        self._forget_files([p for shard in shards for p in (self.shard_path(shard), self.rejects_dir / rejects_name(shard))])
+        self.record(status="running")
 
 
 def _check_file(path: Path, record: dict | None) -> tuple[str | None, dict | None]:

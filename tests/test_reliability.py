@@ -128,7 +128,7 @@ def test_full_disk_while_writing_stage_state_keeps_the_old_state(tiny_disk):
     assert (stage.path / "_stage.json").read_text() == before and not stage.is_complete("abc")
     with pytest.raises(DiskFullError, match=r"shard-00001\.parquet"):
         stage.write_shard(1, pa.table({"a": list(range(100_000))}))
-    assert not stage.has_shard(1) and "shard-00001.parquet" not in stage.state()["files"]
+    assert not stage.has_shard(1) and "shard-00001.parquet" not in stage.records()
     assert not list(stage.path.glob(".*.tmp-*"))
 
 
@@ -146,7 +146,7 @@ def _stage_with_shards(tmp_path, count=3):
 def test_verify_finds_cut_flipped_and_unreadable_files(tmp_path):
     stage = _stage_with_shards(tmp_path)
     assert stage.verify_shards() == {}
-    files = stage.state()["files"]
+    files = stage.records()
     assert files["shard-00000.parquet"]["rows"] == 500 and files["rejects-00001.parquet"]["rows"] == 2
     cut = stage.shard_path(0)
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
@@ -165,13 +165,14 @@ def test_verify_finds_cut_flipped_and_unreadable_files(tmp_path):
 def test_files_without_records_are_checked_then_adopted(tmp_path):
     stage = _stage_with_shards(tmp_path)
     (stage.path / "_stage.json").write_text("{ cut in the middl")  # a damaged state file
-    assert stage.state() == {}
+    (stage.path / "_files.jsonl").write_bytes(b'{"name": "shard-00002.par')  # records lost, one cut
+    assert stage.state() == {} and stage.records() == {}
     stage.prepare("h", {})
     bad = stage.shard_path(2)
     bad.write_bytes(b"PAR1 not really parquet")
     damaged = stage.verify_shards()
     assert list(damaged) == [2] and "unreadable Parquet" in damaged[2]
-    assert set(stage.state()["files"]) == {"shard-00000.parquet", "shard-00001.parquet", "rejects-00001.parquet"}
+    assert set(stage.records()) == {"shard-00000.parquet", "shard-00001.parquet", "rejects-00001.parquet"}
 
 
 def test_damaged_manifest_is_rewritten(tmp_path):
@@ -304,7 +305,7 @@ def test_a_shard_retried_without_rejects_forgets_the_old_rejects(tmp_path):
     stage.write_file(stage.rejects_dir / "rejects-00000.parquet", pa.table({"reason": ["too_long"]}))  # attempt 1
     stage.write_shard(0, pa.table({"value": [1, 2]}))  # attempt 2: no rejects this time
     assert not (stage.rejects_dir / "rejects-00000.parquet").exists()
-    assert set(stage.state()["files"]) == {"shard-00000.parquet"} and stage.verify_shards() == {}
+    assert set(stage.records()) == {"shard-00000.parquet"} and stage.verify_shards() == {}
 
 
 def test_a_shard_deleted_from_a_finished_stage_is_recomputed(tmp_path):
