@@ -7,14 +7,17 @@ not what a stage computes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -177,17 +180,22 @@ class LocalExecutor:
         # (vLLM's engine core and its workers) is killed with it; see processes.py.
         try:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, preexec_fn=die_with_parent,
-                start_new_session=True, pass_fds=(report_write,),
+                [sys.executable, "-m", "prefsynth.worker", str(spec_path)], env=env, start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()), pass_fds=(report_write,),
             )
         finally:
             os.close(report_write)
+        report: list[bytes] = []  # drained while the worker runs: a full pipe must never block it
+        reader = threading.Thread(target=_drain, args=(report_read, report), daemon=True)
+        reader.start()
         try:
-            returncode = worker.wait()
+            # Exited but not reaped: its pid, which is also its group's id, cannot be reused yet.
+            os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOWAIT)
         finally:
             kill_group(worker.pid)  # also on Ctrl-C or SIGTERM of the build: nothing outlives it
-        with os.fdopen(report_read, "rb") as report:
-            cause = report.read(MAX_REPORT).decode("utf-8", "replace").strip()
+        returncode = worker.wait()
+        reader.join(timeout=5)  # EOF once every holder of the pipe is gone
+        cause = b"".join(report)[:MAX_REPORT].decode("utf-8", "replace").strip()
         done = sum(run.stage(plan.name).has_shard(s) for s in pending)
         if returncode != 0 and done == len(pending):
             print(f"warning: stage {plan.name}: worker exited with code {returncode} after writing "
@@ -203,6 +211,12 @@ class LocalExecutor:
                 f"{done}/{len(pending)} pending shards were written; finished shards are kept, rerun the same "
                 "command to resume"
             )
+
+
+def _drain(descriptor: int, into: list[bytes]) -> None:
+    with os.fdopen(descriptor, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(4096):
+            into.append(chunk)
 
 
 def make_executor(config: Any = None, *, progress: bool = True) -> Any:
@@ -254,19 +268,20 @@ def _report_failure(error: BaseException, stage: str, phase: str) -> None:
 
 
 def worker_main(spec_path: str) -> None:
-    guard_children()  # before any engine starts: nothing it spawns outlives this process
-    spec = json.loads(open(spec_path).read())
-    plan = StagePlan.from_json(spec["plan"])
-    run = RunDir(spec["run_dir"])
-    code, resource, phase = 0, None, "loading its model failed"
+    code, resource, phase, stage = 0, None, "starting failed", Path(spec_path).parent.name
     try:
+        guard_children()  # before any engine starts: nothing it spawns outlives this process
+        spec = json.loads(Path(spec_path).read_text())
+        plan = StagePlan.from_json(spec["plan"])
+        run = RunDir(spec["run_dir"])
+        phase = "loading its model failed"
         resource = plan.op.load()
         phase = "failed after loading its model"
         # engine start-up: from spawning this worker to a loaded model
         run.stage(plan.name).record(startup_s=round(time.time() - spec["spawned"], 3))
         process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
     except BaseException as error:
-        _report_failure(error, plan.name, phase)
+        _report_failure(error, stage, phase)
         code = 1
     finally:
         _shutdown(resource)

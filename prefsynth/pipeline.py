@@ -197,6 +197,7 @@ class Pipeline:
         started = time.perf_counter()
         prompts_hash = self.prompts_hash(limit)  # reads every source file: once per build
         plans = self.plan(limit, prompts_hash)
+        run.check_format()
         run.write_manifest(
             pipeline=self.config.name,
             config=self.config.model_dump(mode="json"),
@@ -261,16 +262,20 @@ class Pipeline:
         """Check every finished shard of the stages this build would reuse against its recorded
         size and checksum. A damaged shard is deleted with every shard computed from it downstream
         (all of a stage's shards when it fits statistics over its whole input), so the build
-        recomputes exactly those. Returns {stage: shards discarded}; each damaged file gets a warning."""
-        discarded: dict[str, set[int]] = {}
-        knock_on = 0
+        recomputes exactly those. Returns {stage: shards discarded}; each damaged file gets a warning.
+
+        Every stage is checked before anything is deleted, and deletion goes downstream first: a
+        build stopped in between leaves the damaged upstream file in place, to be found again,
+        never a kept downstream shard whose upstream was already deleted."""
         stages = [(PROMPTS_STAGE, prompts_hash, [], False)] + [
             (plan.name, plan.hash, [plan.prompts, *plan.inputs, *plan.context.values()],
              bool(hasattr(plan.op, "fit_columns") and plan.op.fit_columns())) for plan in plans]
+        discarded: dict[str, set[int]] = {}
+        knock_on = 0
         for name, config_hash, upstream, whole_input in stages:
             stage = run.stage(name)
-            if stage.state().get("hash") != config_hash:
-                continue  # recomputed anyway
+            if stage.state().get("hash") not in (config_hash, None):
+                continue  # recomputed anyway; a lost state file (no hash) keeps its shards, so check them
             damaged = stage.verify_shards()
             inherited = set().union(*(discarded.get(u, set()) for u in upstream))
             bad = set(damaged) | inherited
@@ -278,14 +283,19 @@ class Pipeline:
                 bad |= set(stage.shards())
             for shard, why in sorted(damaged.items()):
                 warnings.append(f"{name}: damaged file recomputed ({why})")
-            if not bad:
+            knock_on += len({shard for shard in bad if shard >= 0} - set(damaged))
+            if bad:
+                discarded[name] = bad
+        for name in reversed([name for name, *_ in stages]):
+            if name not in discarded:
                 continue
+            stage = run.stage(name)
             if name == PROMPTS_STAGE:
-                stage.record(status="running")  # the prompts stage is written whole, from the sources
+                if stage.state():
+                    stage.record(status="running")  # the prompts stage is written whole, from the sources
             else:
-                stage.discard_shards(sorted(s for s in bad if s >= 0))
-            discarded[name] = {s for s in bad if s >= 0}
-            knock_on += len(discarded[name] - set(damaged))
+                stage.discard_shards(sorted(s for s in discarded[name] if s >= 0))
+            discarded[name] = {s for s in discarded[name] if s >= 0}
         if knock_on:
             warnings.append(f"{knock_on} shard(s) computed from damaged ones are recomputed with them")
         return discarded

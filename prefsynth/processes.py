@@ -35,12 +35,16 @@ os.killpg(group, signal.SIGKILL)
 """
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent dies. For `preexec_fn`."""
+def die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGKILL when `parent` (its parent) dies. For `preexec_fn`, as
+    `functools.partial(die_with_parent, os.getpid())`: a parent that died before the signal was
+    armed is caught by comparing pids, and this process exits before it runs anything."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def guard_children() -> int | None:

@@ -22,7 +22,9 @@ with none left, the stage fails after writing every result that did arrive (reru
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -169,6 +171,7 @@ class RayExecutor:
         if ray.is_initialized():
             return
         address = None if self.config.address == "local" else self.config.address
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(address=address, runtime_env=self.config.runtime_env, log_to_driver=True,
                      logging_level="WARNING", include_dashboard=False)
@@ -178,6 +181,8 @@ class RayExecutor:
                 "or set executor.address: local to start one on this machine"
             ) from None
         self.started_ray = True
+        if threading.current_thread() is threading.main_thread() and callable(on_sigterm):
+            signal.signal(signal.SIGTERM, on_sigterm)  # ray.init replaces it with sys.exit(15): keep the CLI's
 
     def start(self, plans: list[StagePlan]) -> None:
         """Called once before the stages with those that have work to do: connect, and ready the
@@ -249,7 +254,7 @@ class RayExecutor:
         try:  # engines start in parallel; a model that fails to load fails the stage here
             ray.get([actor.load.remote() for actor in self.actors])
         except ray.exceptions.RayError as error:
-            self._stop_actors()
+            self._stop_actors(graceful=False)
             raise StageFailed(f"stage {plan.name}: the model failed to load on the cluster:\n{_cause(error)}") from None
         run.stage(plan.name).record(startup_s=round(time.perf_counter() - t0, 3))
         return [Lane(lambda ref, actor=actor: actor.process.remote(ref), self.config.max_in_flight, is_actor=True)

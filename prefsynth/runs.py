@@ -177,12 +177,9 @@ class StageDir:
     def prepare(self, config_hash: str, config: Any) -> bool:
         """Make the folder ready for `config_hash`. Returns True when earlier output was discarded
         because the stage's config (or an upstream stage's) changed."""
+        self.check_format()
         state = self.state()
         discarded = False
-        if int(state.get("format", FORMAT_VERSION)) > FORMAT_VERSION:
-            raise RunDirError(f"{self.path} was written by a newer prefsynth (run directory format "
-                              f"{state['format']}, this one reads {FORMAT_VERSION}): upgrade prefsynth, or use another "
-                              "--run-dir")
         if state and state.get("hash") != config_hash:
             shutil.rmtree(self.path)
             shutil.rmtree(self.rejects_dir, ignore_errors=True)
@@ -197,6 +194,12 @@ class StageDir:
                 {"hash": config_hash, "config": config, "status": "running", "format": FORMAT_VERSION, "wall_s": 0.0},
             )
         return discarded
+
+    def check_format(self) -> None:
+        found = self.state().get("format", FORMAT_VERSION)
+        if not isinstance(found, int) or found > FORMAT_VERSION:
+            raise RunDirError(f"{self.path} was written by a newer prefsynth (run directory format {found!r}, this "
+                              f"one reads {FORMAT_VERSION}): upgrade prefsynth, or use another --run-dir")
 
     def is_complete(self, config_hash: str) -> bool:
         state = self.state()
@@ -252,7 +255,9 @@ class StageDir:
         data = ("\n" + "".join(json.dumps(entry) + "\n" for entry in entries)).encode()
         try:
             with open(path, "ab", buffering=0) as handle:
-                handle.write(data)
+                view = memoryview(data)
+                while view:  # an unbuffered write may be partial on a nearly full disk
+                    view = view[handle.write(view):]
         except OSError as error:
             if error.errno in _NO_SPACE:
                 raise disk_full(path, len(data)) from None
@@ -276,8 +281,8 @@ class StageDir:
         if rejects is not None and rejects.num_rows:
             self.rejects_dir.mkdir(parents=True, exist_ok=True)
             self.write_file(rejects_path, rejects)
-        elif rejects_path.exists():
-            self._forget_files([rejects_path])  # left by an earlier attempt at this shard
+        else:
+            self._forget_files([rejects_path])  # a record or file left by an earlier attempt at this shard
         self.write_file(self.shard_path(shard), table, **meta)
 
     def shards(self) -> list[int]:
@@ -300,13 +305,11 @@ class StageDir:
                     damaged.setdefault(shard, f"{path.name}: {problem}")
                 elif entry is not None:
                     adopted[path.name] = entry
-        for extra in self.rejects_dir.glob("rejects-*.parquet"):  # files outside the shard scheme
-            if not extra.name.startswith("rejects-0"):
-                problem, entry = _check_file(extra, files.get(extra.name))
+        for extra in self.rejects_dir.glob("rejects-*.parquet"):  # recorded files outside the shard scheme
+            if not extra.name.startswith("rejects-0") and extra.name in files:
+                problem, _ = _check_file(extra, files[extra.name])
                 if problem:
                     damaged.setdefault(-1, f"{extra.name}: {problem}")
-                elif entry is not None:
-                    adopted[extra.name] = entry
         if self.state().get("status") == "complete":  # a finished stage must still have every shard it recorded
             for name in files:
                 if name.startswith("shard-") and not (self.path / name).is_file():
@@ -324,7 +327,8 @@ class StageDir:
     def discard_shards(self, shards: list[int]) -> None:
         """Delete shards (and their rejects) so that the stage computes them again."""
         self._forget_files([p for shard in shards for p in (self.shard_path(shard), self.rejects_dir / rejects_name(shard))])
-        self.record(status="running")
+        if self.state():  # without a state file the stage is not complete anyway (prepare writes one)
+            self.record(status="running")
 
 
 def _check_file(path: Path, record: dict | None) -> tuple[str | None, dict | None]:
@@ -341,7 +345,7 @@ def _check_file(path: Path, record: dict | None) -> tuple[str | None, dict | Non
         return None, None
     try:
         rows = pq.read_metadata(path).num_rows
-    except Exception as error:  # ArrowInvalid, OSError: a cut or overwritten file
+    except (pa.ArrowInvalid, ValueError) as error:  # a cut or overwritten file; I/O errors are not damage
         return f"unreadable Parquet ({str(error).splitlines()[0]})", None
     return None, {"bytes": size, "rows": rows, "sha256": file_digest(path)}
 
@@ -416,10 +420,12 @@ class RunDir:
                 f"{holder.get('host', '?')}, started {holder.get('started', '?')}: {holder.get('command', '?')}). "
                 "Wait for it to finish or stop it, or give another --run-dir."
             ) from None
-        except OSError:
-            pass  # a filesystem without flock (some network mounts): build unlocked, as before
+        except OSError as error:  # a filesystem without flock (some network mounts)
+            print(f"warning: cannot lock {path} ({error.strerror}); make sure no other build uses {self.path}",
+                  file=sys.stderr)
         try:
-            previous = _read_holder(path) or None
+            handle.seek(0)  # through our descriptor: closing another one would drop POSIX-emulated locks
+            previous = _parse_holder(handle.read()) or None
             info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "command": " ".join(sys.argv) or "python"}
             try:
@@ -439,6 +445,11 @@ class RunDir:
                 pass
             handle.close()  # releases the flock
 
+    def check_format(self) -> None:
+        """Refuse a run directory written by a newer prefsynth before touching anything in it."""
+        for state_file in self.path.glob(f"*/{STATE_FILE}"):
+            StageDir(state_file.parent).check_format()
+
     def write_manifest(self, **fields: Any) -> None:
         self.ensure()
         manifest = self.manifest()
@@ -448,7 +459,14 @@ class RunDir:
 
 def _read_holder(path: Path) -> dict:
     try:
-        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
+        return _parse_holder(path.read_bytes())
+    except OSError:
+        return {}
+
+
+def _parse_holder(data: bytes) -> dict:
+    try:
+        holder = json.loads(data.decode("utf-8", "replace") or "{}")
+    except ValueError:
         return {}
     return holder if isinstance(holder, dict) else {}
