@@ -130,8 +130,7 @@ def inspect(run_dir: Path = typer.Argument(..., help="Run directory."), rows: in
 
     import pyarrow.parquet as pq
 
-    if not (run_dir / "manifest.json").is_file():
-        _fail(f"{run_dir} is not a run directory (no manifest.json): give the --run-dir of a build")
+    _require_run_dir(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     table = Table(title=f"{manifest.get('pipeline')} ({run_dir})")
     for column in ("stage", "rows", "rejected", "wall s"):
@@ -194,8 +193,7 @@ def report_command(run_dir: Path = typer.Argument(..., help="Run directory.")) -
     language-ID confusion, judge agreement, diversity (self-contained, opens offline)."""
     from prefsynth.report.html import write_report
 
-    if not (run_dir / "manifest.json").is_file():
-        _fail(f"{run_dir} is not a run directory (no manifest.json): give the --run-dir of a build")
+    _require_run_dir(run_dir)
     out.print(f"report -> {write_report(run_dir)}")
 
 
@@ -250,9 +248,11 @@ def tiny_models(
         out.print(f"{name}: {path}")
 
 
-def _fail(message: str, code: int = 1) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
+def _require_run_dir(run_dir: Path) -> None:
+    if not (run_dir / "manifest.json").is_file():
+        print(f"error: {run_dir} is not a run directory (no manifest.json): give the --run-dir of a build",
+              file=sys.stderr)
+        raise typer.Exit(1)
 
 
 _interrupted_note = ["work finished so far is kept"]

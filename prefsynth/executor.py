@@ -31,7 +31,7 @@ from prefsynth.stages import Op, ShardInput, ShardOutput, op_from_spec
 PROMPTS_STAGE = "prompts"
 ERROR_FD_ENV = "PREFSYNTH_ERROR_FD"  # the worker reports why it failed through this pipe
 DEBUG_ENV = "PREFSYNTH_DEBUG"  # set by `--debug`: full tracebacks, from the build and its workers
-MAX_REPORT = 16_000  # a worker's failure report stays far below a pipe's buffer
+MAX_REPORT = 16_000  # bytes of a worker's failure report that the build keeps
 
 
 def debugging() -> bool:
@@ -163,8 +163,14 @@ class LocalExecutor:
             return []
         if plan.op.uses_model:
             self._run_worker(run, plan, pending)
-        else:
+            return pending
+        try:
             process_shards(run, plan, pending, None, progress=self.progress)
+        except ShardFailed as error:  # the same message a model worker's failure gets
+            done = sum(run.stage(plan.name).has_shard(s) for s in pending)
+            raise StageFailed(f"stage {plan.name}: {error} (rerun with --debug for the traceback). "
+                              f"{done}/{len(pending)} pending shards were written; finished shards are kept, "
+                              "rerun the same command to resume") from error
         return pending
 
     def _run_worker(self, run: RunDir, plan: StagePlan, pending: list[int]) -> None:
@@ -262,7 +268,7 @@ def _report_failure(error: BaseException, stage: str, phase: str) -> None:
         print(f"error: stage {stage}: {message}", file=sys.stderr)
         return
     try:
-        os.write(int(fd), message.encode("utf-8", "replace")[:MAX_REPORT - 1000])
+        os.write(int(fd), message.encode("utf-8", "replace")[:MAX_REPORT])
     except OSError:
         print(f"error: stage {stage}: {message}", file=sys.stderr)
 

@@ -440,7 +440,7 @@ class RunDir:
         finally:
             try:
                 handle.seek(0)
-                handle.truncate()  # an empty lock file: the build ended (an interrupted one leaves its PID)
+                handle.truncate()  # an empty lock file: the build ended (only a killed one leaves its PID)
             except OSError:
                 pass
             handle.close()  # releases the flock

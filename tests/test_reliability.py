@@ -14,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefsynth.config import Source
+from prefsynth.executor import PROMPTS_STAGE, LocalExecutor, StageFailed, StagePlan
 from prefsynth.prompts import load_prompts, read_sources
 from prefsynth.runs import DiskFullError, RunDir, RunDirError, RunDirLocked
+from prefsynth.stages import Op, ShardOutput
 from tests.conftest import demo_config, write_config
 
 
@@ -323,3 +325,27 @@ def test_run_dir_of_a_newer_format_is_refused(tmp_path):
     stage.record(format=99)
     with pytest.raises(RunDirError, match="written by a newer prefsynth"):
         stage.prepare("h", {})
+
+
+class _FailsOnShardOne(Op):
+    def config(self):
+        return {}
+
+    def process(self, resource, shard):
+        if shard.shard == 1:
+            raise ValueError("no score column")
+        return ShardOutput(shard.prompts)
+
+
+def test_a_cpu_stage_failure_names_the_stage_and_shard(tmp_path):
+    run = RunDir(tmp_path / "run")
+    prompts = run.stage(PROMPTS_STAGE)
+    prompts.prepare("p", {})
+    for shard in range(3):
+        prompts.write_shard(shard, pa.table({"prompt_id": [f"p{shard}"]}))
+    plan = StagePlan("filter", _FailsOnShardOne(), [])
+    run.stage("filter").prepare("f", {})
+    with pytest.raises(StageFailed) as failed:
+        LocalExecutor(progress=False).run_stage(run, plan, [0, 1, 2])
+    assert str(failed.value).startswith("stage filter: shard 1: ValueError: no score column")
+    assert "1/3 pending shards were written" in str(failed.value) and run.stage("filter").shards() == [0]
