@@ -76,23 +76,88 @@ def build(
         None, "--output", help="Also write the dataset to this fsspec URL (s3://..., hf://datasets/..., a folder)."),
 ) -> None:
     """Build (or resume) a preference dataset. Rerunning the same command skips finished shards."""
-    from prefsynth.config import LocalExecutor, RayExecutor
-
     pipeline = _load(config)
     run_dir = run_dir or Path("runs") / pipeline.config.name
-    chosen = pipeline.config.executor
+    pipeline.config = pipeline.config.model_copy(update={"executor": _executor(pipeline.config.executor, executor, ray_address)})
+    _interrupted_note[0] = f"finished shards are kept in {run_dir}; rerun the same command to resume"
+    result = pipeline.run(run_dir, limit=limit, progress=not quiet, output=output)
+    print_summary(result)
+
+
+@app.command("eval")
+def eval_command(
+    config: Path = typer.Argument(..., help="Eval YAML file (models, baseline, judge, sources)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N prompts."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="local or ray (default: the config's executor section, else local)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="With --executor ray: auto (running cluster), ray://HOST:10001, or local."),
+) -> None:
+    """Per-language win-rates of every model against the baseline (resumable like a build):
+    RUN/eval/summary.json, RUN/eval/judgments.parquet and RUN/report/eval.html."""
+    from prefsynth.eval import config as eval_config
+    from prefsynth.eval.run import Evaluation
+
+    try:
+        evaluation = Evaluation(eval_config.load(config))
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        raise typer.Exit(2)
+    run_dir = run_dir or Path("runs") / evaluation.config.name
+    evaluation.config = evaluation.config.model_copy(update={"executor": _executor(evaluation.config.executor, executor, ray_address)})
+    _interrupted_note[0] = f"finished shards are kept in {run_dir}; rerun the same command to resume"
+    result = evaluation.run(run_dir, limit=limit, progress=not quiet)
+    print_eval_summary(result)
+
+
+def _executor(configured, executor: str | None, ray_address: str | None):
+    """The executor section after --executor / --ray-address."""
+    from prefsynth.config import LocalExecutor, RayExecutor
+
     if executor not in (None, "local", "ray"):
         print(f"error: --executor must be local or ray, not {executor!r}", file=sys.stderr)
         raise typer.Exit(2)
     if executor == "local":
-        chosen = LocalExecutor()
-    elif executor == "ray" or ray_address:
-        chosen = chosen if chosen.type == "ray" else RayExecutor()
-        chosen = chosen.model_copy(update={"address": ray_address}) if ray_address else chosen
-    pipeline.config = pipeline.config.model_copy(update={"executor": chosen})
-    _interrupted_note[0] = f"finished shards are kept in {run_dir}; rerun the same command to resume"
-    result = pipeline.run(run_dir, limit=limit, progress=not quiet, output=output)
-    print_summary(result)
+        return LocalExecutor()
+    if executor == "ray" or ray_address:
+        chosen = configured if configured.type == "ray" else RayExecutor()
+        return chosen.model_copy(update={"address": ray_address}) if ray_address else chosen
+    return configured
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def print_eval_summary(result) -> None:
+    summary = result.summary
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for judge in summary["judges"]:
+        table = Table(title=f"prefsynth eval: win-rate % against {summary['baseline']} (judge {judge}), {result.run_dir}")
+        for column in ("model", "language", "win-rate", "95% CI", "W/T/L", "n", "errors", "LC", "in-lang model/base",
+                       "inconsistent"):
+            table.add_column(column)
+        for name, entry in summary["models"].items():
+            scopes = entry["judges"][judge]
+            for scope, stats in [*sorted(scopes["languages"].items()), ("overall", scopes["overall"])]:
+                table.add_row(
+                    name, scope, _percent(stats["win_rate"]),
+                    f"{_percent(stats['ci_low'])}-{_percent(stats['ci_high'])}",
+                    f"{stats['wins']}/{stats['ties']}/{stats['losses']}", str(stats["n"]), str(stats["judge_errors"]),
+                    _percent(stats["lc_win_rate"]),
+                    f"{_percent(stats['language_fidelity_model'])}/{_percent(stats['language_fidelity_baseline'])}",
+                    _percent(stats.get("position_inconsistency")), end_section=scope == "overall")
+            macro = scopes["macro"]
+            table.add_row(name, f"macro ({macro['languages']})", _percent(macro["win_rate"]),
+                          f"{_percent(macro['ci_low'])}-{_percent(macro['ci_high'])}", "", "", "", "", "", "",
+                          end_section=True)
+        out.print(table)
+    if summary.get("rejects"):
+        out.print("rejected: " + ", ".join(f"{k}: {v}" for k, v in summary["rejects"].items()))
+    out.print(f"summary -> {result.eval_dir / 'summary.json'}, report -> {result.report}  (total {result.wall_s:.1f} s)")
 
 
 def print_summary(result) -> None:
@@ -190,10 +255,16 @@ def push_command(
 @app.command("report")
 def report_command(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
     """Write RUN/report/index.html: per-language funnel, score distributions, margins, length bias,
-    language-ID confusion, judge agreement, diversity (self-contained, opens offline)."""
+    language-ID confusion, judge agreement, diversity (self-contained, opens offline); for an eval
+    run, RUN/report/eval.html."""
     from prefsynth.report.html import write_report
 
     _require_run_dir(run_dir)
+    if (run_dir / "eval" / "summary.json").is_file():
+        from prefsynth.report.eval_html import write_eval_report
+
+        out.print(f"report -> {write_eval_report(run_dir)}")
+        return
     out.print(f"report -> {write_report(run_dir)}")
 
 

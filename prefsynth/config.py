@@ -803,9 +803,11 @@ _UNION_TAGS = {"reward_model", "llm_judge", "comet", "embedding", "finish_reason
                "min_score"} | set(SELECTORS)
 
 
-def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", yaml_root=None) -> PipelineConfig:
+def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", yaml_root=None,
+          schema: type[BaseModel] | None = None) -> Any:
+    """Validate `data` as a `schema` (default PipelineConfig); ConfigError lists every problem."""
     try:
-        return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
+        return (schema or PipelineConfig).model_validate(data, context={"base_dir": base_dir})
     except ValidationError as error:
         problems = []
         for item in error.errors():
@@ -819,8 +821,9 @@ def parse(data: Any, *, base_dir: Path | None = None, source: str = "<config>", 
         raise ConfigError(source, problems) from None
 
 
-def load(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file; raises ConfigError listing every problem."""
+def load(path: str | Path, schema: type[BaseModel] | None = None) -> Any:
+    """Read and validate a pipeline YAML file (or another `schema`'s, e.g. an eval config);
+    raises ConfigError listing every problem."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [("", None, "file not found")])
@@ -833,7 +836,7 @@ def load(path: str | Path) -> PipelineConfig:
         raise ConfigError(str(path), [("", mark.line + 1 if mark else None, f"invalid YAML: {error}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), [("", 1, "the file must be a YAML mapping")])
-    return parse(data, base_dir=path.resolve().parent, source=str(path), yaml_root=root)
+    return parse(data, base_dir=path.resolve().parent, source=str(path), yaml_root=root, schema=schema)
 
 
 Generator.model_rebuild()

@@ -43,7 +43,7 @@ def check_ref(ref: str, base_dir: Path | None = None) -> str:
     from prefsynth.fixtures import FIXTURES
 
     return _check(ref, base_dir, fixtures=list(FIXTURES), kind="", marker="config.json",
-                  is_local_model=lambda path: (path / "config.json").is_file())
+                  is_local_model=lambda path: (path / "config.json").is_file() or is_adapter(path))
 
 
 def check_comet_ref(ref: str, base_dir: Path | None = None) -> str:
@@ -56,10 +56,57 @@ def check_comet_ref(ref: str, base_dir: Path | None = None) -> str:
                   or (path / "checkpoints" / "model.ckpt").is_file())
 
 
+def is_adapter(path: Path) -> bool:
+    """A LoRA adapter folder (peft's save_pretrained, e.g. `prefsynth train` with `lora:`)."""
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
 def materialize(ref: str) -> str:
-    """What to hand to vLLM / transformers: a folder path or a Hub id."""
+    """What to hand to vLLM / transformers: a folder path or a Hub id. A LoRA adapter folder
+    becomes its base model with the adapter merged in (cached, see `merged_adapter`)."""
     if ref.startswith(FIXTURE_PREFIX):
         from prefsynth.fixtures import ensure_fixture
 
         return str(ensure_fixture(ref[len(FIXTURE_PREFIX):]))
+    if is_adapter(Path(ref)):
+        return str(merged_adapter(Path(ref)))
     return ref
+
+
+def merged_adapter(adapter: Path) -> Path:
+    """The adapter's base model with the adapter merged in, as a full model folder under the cache
+    (keyed by the adapter's files, so a retrained adapter is merged again). vLLM then serves it
+    like any model: one code path for full and LoRA fine-tunes, and no LoRA kernels at decode."""
+    import hashlib
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    from prefsynth.fixtures import cache_root
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in adapter.iterdir() if p.is_file()):
+        digest.update(file.name.encode())
+        with open(file, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    target = cache_root() / "merged" / digest.hexdigest()[:20]
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base_ref = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(materialize(base_ref), dtype="auto")
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        staging = target.with_name(target.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        merged.save_pretrained(staging)
+        tokenizer_source = adapter if (adapter / "tokenizer_config.json").is_file() else materialize(base_ref)
+        AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(staging)
+        staging.rename(target)
+    return target

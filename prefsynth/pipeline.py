@@ -99,6 +99,34 @@ class BuildResult:
         return datasets.load_dataset("parquet", data_files={"train": files}, split="train")
 
 
+class StageGraph:
+    """Plans added in order; each plan's hash covers its op and everything upstream (its prompt
+    set, inputs and context), so a change recomputes the stage and what follows, nothing before."""
+
+    def __init__(self, prompts_hash: str):
+        self.hashes = {PROMPTS_STAGE: prompts_hash}
+        self.plans: list[StagePlan] = []
+        self.prompt_set = PROMPTS_STAGE  # the stage later stages read their prompts from
+
+    def add(self, plan: StagePlan) -> StagePlan:
+        plan.prompts = self.prompt_set
+        upstream = [self.hashes[plan.prompts]] + [self.hashes[n] for n in plan.inputs + list(plan.context.values())]
+        plan.hash = stable_hash({"name": plan.name, "op": plan.op.spec(), "upstream": upstream})
+        self.hashes[plan.name] = plan.hash
+        self.plans.append(plan)
+        return plan
+
+    def add_prompt_stage(self, plan: StagePlan) -> None:
+        """A stage whose output is the prompt set of every later stage (translation, decontamination)."""
+        self.add(plan)
+        self.prompt_set = plan.name
+
+    def add_translation(self, translate) -> None:
+        self.add_prompt_stage(StagePlan("translate", TranslatePrompts(translate), []))
+        if translate.quality is not None:
+            self.add_prompt_stage(StagePlan("translate_quality", TranslationQualityScore(translate.quality), []))
+
+
 class Pipeline:
     """A validated pipeline config, ready to build.
 
@@ -130,24 +158,10 @@ class Pipeline:
 
     def plan(self, limit: int | None = None, prompts_hash: str | None = None) -> list[StagePlan]:
         cfg = self.config
-        hashes = {PROMPTS_STAGE: prompts_hash or self.prompts_hash(limit)}
-        plans: list[StagePlan] = []
-
-        prompt_set = PROMPTS_STAGE
-
-        def add(plan: StagePlan) -> None:
-            plan.prompts = plan.prompts if plan.name == "translate" else prompt_set
-            upstream = [hashes[plan.prompts]] + [hashes[n] for n in plan.inputs + list(plan.context.values())]
-            plan.hash = stable_hash({"name": plan.name, "op": plan.op.spec(), "upstream": upstream})
-            hashes[plan.name] = plan.hash
-            plans.append(plan)
-
+        graph = StageGraph(prompts_hash or self.prompts_hash(limit))
+        plans, add = graph.plans, graph.add
         if cfg.translate is not None:
-            add(StagePlan("translate", TranslatePrompts(cfg.translate), []))
-            prompt_set = "translate"
-            if cfg.translate.quality is not None:
-                add(StagePlan("translate_quality", TranslationQualityScore(cfg.translate.quality), []))
-                prompt_set = "translate_quality"
+            graph.add_translation(cfg.translate)
         generators = []
         for generator in cfg.generators:
             name = f"generate.{generator.name}"
@@ -193,9 +207,12 @@ class Pipeline:
             finally:
                 executor.close()
 
-    def _run(self, run: RunDir, limit: int | None, executor: Any, output: str | None, notes: list[str]) -> BuildResult:
-        started = time.perf_counter()
-        prompts_hash = self.prompts_hash(limit)  # reads every source file: once per build
+    def _run_stages(self, run: RunDir, limit: int | None, executor: Any, notes: list[str],
+                    result: Any) -> tuple[list[StagePlan], set[str]]:
+        """Write the manifest, repair damaged shards, then run the prompts stage and every planned
+        stage with resume, appending a StageSummary per stage to `result.stages`. Returns the plans
+        and the names of the stages that computed shards. Shared by build and eval."""
+        prompts_hash = self.prompts_hash(limit)  # reads every source file: once per run
         plans = self.plan(limit, prompts_hash)
         run.check_format()
         run.write_manifest(
@@ -208,7 +225,6 @@ class Pipeline:
             executor=executor.name,
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        result = BuildResult(run.path, warnings=list(notes))
         repaired = self._discard_damaged(run, plans, prompts_hash, result.warnings)
         t0 = time.perf_counter()
         computed = self._prompts(run, prompts_hash, limit)
@@ -216,7 +232,7 @@ class Pipeline:
         result.warnings[len(notes):len(notes)] = run.stage(PROMPTS_STAGE).state().get("warnings", [])
         result.stages.append(self._summary(run, PROMPTS_STAGE, shards, len(shards) if computed else 0, time.perf_counter() - t0))
         result.stages[-1].repaired = len(repaired.get(PROMPTS_STAGE, ()))
-        export_changed = False
+        changed = set()
         executor.start([plan for plan in plans if not run.stage(plan.name).is_complete(plan.hash)])
         for plan in plans:
             t0 = time.perf_counter()
@@ -225,9 +241,17 @@ class Pipeline:
             done = [] if stage.is_complete(plan.hash) else executor.run_stage(run, plan, shards)
             stage.add_wall_time(time.perf_counter() - t0)
             stage.mark("complete", shards=len(shards))
-            export_changed |= plan.name == "export" and bool(done)
+            if done:
+                changed.add(plan.name)
             result.stages.append(self._summary(run, plan.name, shards, len(done), time.perf_counter() - t0))
             result.stages[-1].repaired = len(repaired.get(plan.name, ()))
+        return plans, changed
+
+    def _run(self, run: RunDir, limit: int | None, executor: Any, output: str | None, notes: list[str]) -> BuildResult:
+        started = time.perf_counter()
+        result = BuildResult(run.path, warnings=list(notes))
+        plans, changed = self._run_stages(run, limit, executor, notes, result)
+        export_changed = "export" in changed
         export = plans[-1]
         marker = {"export_hash": export.hash}
         current = run.dataset_path / "_dataset.json"

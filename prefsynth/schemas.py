@@ -159,6 +159,42 @@ DATASET_LISTS = pa.schema(
     ]
 )
 
+# Eval: one row per (judge, model, prompt, answer index): the model's answer against the baseline's.
+# judge_outcome is the judge's alone (1 model wins, 0.5 tie, 0 baseline wins, null judge_error);
+# `reason` says why a row is a tie or an error. The wrong-language rule is applied by the
+# statistics (eval/stats.py), so changing it needs no new verdicts.
+JUDGMENTS = pa.schema(
+    [
+        ("judge", pa.string()),
+        ("judge_type", pa.string()),  # reward_model | llm_judge
+        ("model", pa.string()),
+        ("baseline", pa.string()),
+        ("prompt_id", pa.string()),
+        ("language", pa.string()),
+        ("prompt", pa.string()),  # the request as the judge sees it
+        ("sample_index", pa.int32()),
+        ("model_answer", pa.string()),
+        ("baseline_answer", pa.string()),
+        ("model_tokens", pa.int32()),
+        ("baseline_tokens", pa.int32()),
+        ("model_chars", pa.int32()),
+        ("baseline_chars", pa.int32()),
+        ("model_in_language", pa.bool_()),  # null: the prompt has no language, nothing to check
+        ("baseline_in_language", pa.bool_()),
+        ("model_lid", pa.string()),  # language ID's reason when not in language, e.g. wrong_language:en
+        ("baseline_lid", pa.string()),
+        ("model_score", pa.float64()),  # reward_model judges
+        ("baseline_score", pa.float64()),
+        ("verdict_model_first", pa.string()),  # llm_judge: A / B / tie with the model's answer as A
+        ("verdict_baseline_first", pa.string()),  # ... with the baseline's answer as A
+        ("output_model_first", pa.string()),  # the judge's raw text of each order
+        ("output_baseline_first", pa.string()),
+        ("judge_outcome", pa.float64()),
+        ("position_inconsistent", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+
 REJECTS = pa.schema(
     [
         ("stage", pa.string()),

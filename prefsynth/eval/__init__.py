@@ -1,0 +1,1 @@
+"""Evaluation: per-language win-rates of trained models against a baseline (`prefsynth eval`)."""
