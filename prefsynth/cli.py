@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build multil
 fixtures_app = typer.Typer(no_args_is_help=True, help="Offline toy models for demos and tests.")
 app.add_typer(fixtures_app, name="fixtures")
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get every table column whole
 
 
 def _load(config: Path):

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from prefsynth import config as c
+from prefsynth.eval import config as eval_config
 from prefsynth.train import config as train_config
 
 SECTIONS = [
@@ -36,6 +37,12 @@ SECTIONS = [
     ("executor (type: local)", c.LocalExecutor),
     ("executor (type: ray)", c.RayExecutor),
     ("prefsynth train: training config", train_config.TrainConfig),
+    ("prefsynth eval: eval config", eval_config.EvalConfig),
+    ("prefsynth eval: models[]", eval_config.EvalModel),
+    ("prefsynth eval: judge[] (type: reward_model)", eval_config.EvalRewardJudge),
+    ("prefsynth eval: judge[] (type: llm_judge)", eval_config.EvalLlmJudge),
+    ("prefsynth eval: language_id", eval_config.AnswerLanguage),
+    ("prefsynth eval: decontaminate", eval_config.Decontaminate),
     ("prefsynth train: lora", train_config.LoraOptions),
 ]
 

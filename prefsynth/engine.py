@@ -57,6 +57,12 @@ def make_llm(model: str, engine: Engine, *, seed: int, runner: str | None = None
     return LLM(**kwargs)
 
 
+def engine_key(model: str, engine: Engine, *, seed: int, runner: str | None = None) -> str:
+    """What `make_llm` builds from these arguments: stages with equal keys can share one engine."""
+    return json.dumps({"model": model, "engine": engine.model_dump(mode="json"), "seed": seed, "runner": runner},
+                      sort_keys=True)
+
+
 def request_seed(seed: int, key: str) -> int:
     """Seed of one request (key: a prompt id, or whatever identifies the request), so its samples do
     not depend on which shard, batch, engine or executor it lands in."""

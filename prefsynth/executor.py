@@ -156,13 +156,24 @@ class LocalExecutor:
     def close(self) -> None:
         pass
 
+    def run_stages(self, run: RunDir, plans: list[StagePlan], shards: list[int]) -> dict[str, list[int]]:
+        """Run stages that share one model (see `engine_groups`) in one worker process, which
+        loads the model once; returns {stage: shards it processed}."""
+        if len(plans) == 1:
+            return {plans[0].name: self.run_stage(run, plans[0], shards)}
+        work = [(plan, pending_shards(run, plan, shards)) for plan in plans]
+        work = [(plan, pending) for plan, pending in work if pending]
+        if work:
+            self._run_worker(run, work)
+        return {plan.name: pending for plan, pending in work}
+
     def run_stage(self, run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
         """Process the shards of `plan` that are not on disk yet; return those it processed."""
         pending = pending_shards(run, plan, shards)
         if not pending:
             return []
         if plan.op.uses_model:
-            self._run_worker(run, plan, pending)
+            self._run_worker(run, [(plan, pending)])
             return pending
         try:
             process_shards(run, plan, pending, None, progress=self.progress)
@@ -173,10 +184,12 @@ class LocalExecutor:
                               "rerun the same command to resume") from error
         return pending
 
-    def _run_worker(self, run: RunDir, plan: StagePlan, pending: list[int]) -> None:
-        spec_path = run.stage(plan.name).path / "_worker.json"
-        write_json_atomic(spec_path, {"run_dir": str(run.path), "plan": plan.to_json(), "shards": pending,
-                                      "progress": self.progress, "spawned": time.time()})
+    def _run_worker(self, run: RunDir, work: list[tuple[StagePlan, list[int]]]) -> None:
+        """One worker process loads the model of `work`'s stages once and processes each stage's
+        pending shards in turn."""
+        spec_path = run.stage(work[0][0].name).path / "_worker.json"
+        write_json_atomic(spec_path, {"run_dir": str(run.path), "progress": self.progress, "spawned": time.time(),
+                                      "stages": [{"plan": plan.to_json(), "shards": pending} for plan, pending in work]})
         report_read, report_write = os.pipe()
         env = dict(os.environ)
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -202,6 +215,8 @@ class LocalExecutor:
         returncode = worker.wait()
         reader.join(timeout=5)  # EOF once every holder of the pipe is gone
         cause = b"".join(report)[:MAX_REPORT].decode("utf-8", "replace").strip()
+        # the stage that failed: the first with shards missing (the last one when all are written)
+        plan, pending = next(((p, s) for p, s in work if not all(run.stage(p.name).has_shard(x) for x in s)), work[-1])
         done = sum(run.stage(plan.name).has_shard(s) for s in pending)
         if returncode != 0 and done == len(pending):
             print(f"warning: stage {plan.name}: worker exited with code {returncode} after writing "
@@ -273,19 +288,40 @@ def _report_failure(error: BaseException, stage: str, phase: str) -> None:
         print(f"error: stage {stage}: {message}", file=sys.stderr)
 
 
+def engine_groups(plans: list[StagePlan]) -> list[list[StagePlan]]:
+    """`plans` in order, consecutive model stages whose ops load the same model the same way
+    (equal `load_key()`) grouped, so the model loads once for all of them. A stage that reads
+    another stage of its group starts a new group."""
+    groups: list[list[StagePlan]] = []
+    for plan in plans:
+        key = plan.op.load_key() if plan.op.uses_model else None
+        last = groups[-1] if groups else None
+        reads = set(plan.inputs) | set(plan.context.values()) | {plan.prompts}
+        if (key is not None and last is not None and last[0].op.uses_model and last[0].op.load_key() == key
+                and not reads & {p.name for p in last}):
+            last.append(plan)
+        else:
+            groups.append([plan])
+    return groups
+
+
 def worker_main(spec_path: str) -> None:
     code, resource, phase, stage = 0, None, "starting failed", Path(spec_path).parent.name
     try:
         guard_children()  # before any engine starts: nothing it spawns outlives this process
         spec = json.loads(Path(spec_path).read_text())
-        plan = StagePlan.from_json(spec["plan"])
+        work = [(StagePlan.from_json(item["plan"]), item["shards"]) for item in spec["stages"]]
         run = RunDir(spec["run_dir"])
         phase = "loading its model failed"
-        resource = plan.op.load()
+        resource = work[0][0].op.load()
         phase = "failed after loading its model"
         # engine start-up: from spawning this worker to a loaded model
-        run.stage(plan.name).record(startup_s=round(time.time() - spec["spawned"], 3))
-        process_shards(run, plan, spec["shards"], resource, progress=spec["progress"])
+        run.stage(work[0][0].name).record(startup_s=round(time.time() - spec["spawned"], 3))
+        for plan, shards in work:
+            stage = plan.name
+            t0 = time.perf_counter()
+            process_shards(run, plan, shards, resource, progress=spec["progress"])
+            run.stage(plan.name).record(worker_s=round(time.perf_counter() - t0, 3))
     except BaseException as error:
         _report_failure(error, stage, phase)
         code = 1

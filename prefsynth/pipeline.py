@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from prefsynth import config as config_mod
 from prefsynth import schemas
 from prefsynth.config import LIST_METHODS, PipelineConfig
-from prefsynth.executor import PROMPTS_STAGE, StagePlan, make_executor
+from prefsynth.executor import PROMPTS_STAGE, StagePlan, engine_groups, make_executor
 from prefsynth.export.card import write_card
 from prefsynth.export.output import write_output
 from prefsynth.export.pairs import ExportPairs, write_dataset
@@ -234,17 +234,24 @@ class Pipeline:
         result.stages[-1].repaired = len(repaired.get(PROMPTS_STAGE, ()))
         changed = set()
         executor.start([plan for plan in plans if not run.stage(plan.name).is_complete(plan.hash)])
-        for plan in plans:
+        for group in engine_groups(plans):
             t0 = time.perf_counter()
-            stage = run.stage(plan.name)
-            stage.prepare(plan.hash, plan.op.config())
-            done = [] if stage.is_complete(plan.hash) else executor.run_stage(run, plan, shards)
-            stage.add_wall_time(time.perf_counter() - t0)
-            stage.mark("complete", shards=len(shards))
-            if done:
-                changed.add(plan.name)
-            result.stages.append(self._summary(run, plan.name, shards, len(done), time.perf_counter() - t0))
-            result.stages[-1].repaired = len(repaired.get(plan.name, ()))
+            for plan in group:
+                run.stage(plan.name).prepare(plan.hash, plan.op.config())
+            todo = [plan for plan in group if not run.stage(plan.name).is_complete(plan.hash)]
+            done = executor.run_stages(run, todo, shards) if todo else {}
+            elapsed = time.perf_counter() - t0
+            for plan in group:
+                stage = run.stage(plan.name)
+                # stages sharing one worker: each its own processing time, the first also the start-up
+                seconds = elapsed if len(group) == 1 else (
+                    (stage.state().get("startup_s") or 0) + (stage.state().get("worker_s") or 0) if plan.name in done else 0.0)
+                stage.add_wall_time(seconds)
+                stage.mark("complete", shards=len(shards))
+                if done.get(plan.name):
+                    changed.add(plan.name)
+                result.stages.append(self._summary(run, plan.name, shards, len(done.get(plan.name, [])), seconds))
+                result.stages[-1].repaired = len(repaired.get(plan.name, ()))
         return plans, changed
 
     def _run(self, run: RunDir, limit: int | None, executor: Any, output: str | None, notes: list[str]) -> BuildResult:

@@ -208,6 +208,10 @@ class RayExecutor:
             self.started_ray = False
 
     # ------------------------------------------------------------------ stages
+    def run_stages(self, run: RunDir, plans: list[StagePlan], shards: list[int]) -> dict[str, list[int]]:
+        """Stages sharing a model run one after another, each with its own actors."""
+        return {plan.name: self.run_stage(run, plan, shards) for plan in plans}
+
     def run_stage(self, run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]:
         """Process the shards of `plan` that are not on disk yet; return those it processed."""
         pending = pending_shards(run, plan, shards)

@@ -39,6 +39,11 @@ class Op:
     def load(self) -> Any:
         return None
 
+    def load_key(self) -> str | None:
+        """Equal keys mean `load()` returns an equivalent resource, so stages with equal keys can
+        share one loaded model (the local executor runs them in one worker). None: never shared."""
+        return None
+
     def warm_up(self) -> None:
         """Load what `process` loads on first use (models, lookup tables), so that a fresh worker
         process can be readied before its first shard arrives."""

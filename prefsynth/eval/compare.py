@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefsynth import schemas
-from prefsynth.engine import make_llm
+from prefsynth.engine import engine_key, make_llm
 from prefsynth.eval.config import AnswerLanguage, EvalLlmJudge, EvalRewardJudge
 from prefsynth.filter.language import language_checks
 from prefsynth.judges import rubrics
@@ -84,24 +84,34 @@ class AnswerLanguageCheck(Op):
         return ShardOutput(table)
 
 
-def paired_answers(shard: ShardInput, judge: str, judge_type: str, model: str, baseline: str,
+def paired_answers(shard: ShardInput, judge: str, judge_type: str, model: str, baseline: str, answers: tuple[int, int],
                    score: str | None = None) -> pa.Table:
-    """The model's and the baseline's answers to each prompt side by side, joined on (prompt_id,
-    sample_index), as the leading JUDGMENTS columns. A side without an answer (its prompt was too
-    long for that model) stays null."""
+    """The model's and the baseline's answers to each prompt side by side, as the leading
+    JUDGMENTS columns. With `answers` = (n of the model, n of the baseline), comparison i of a
+    prompt (i < max of the two) pairs the model's answer i mod n_model with the baseline's answer
+    i mod n_baseline: several samples of a model all meet a greedy baseline's one answer. A side
+    without an answer (its prompt was too long for that model) stays null; prompts neither side
+    answered have no rows."""
     keep = ["prompt_id", "sample_index", "text", "completion_tokens", "in_language", "lid_reason"] + ([score] if score else [])
+    renamed = {"text": "answer", "completion_tokens": "tokens", "lid_reason": "lid", score: "score"}
 
     def side(table: pa.Table, prefix: str) -> pa.Table:
-        renamed = {"text": "answer", "completion_tokens": "tokens", "lid_reason": "lid", score: "score"}
         table = table.select(keep)
-        return table.rename_columns([c if c in ("prompt_id", "sample_index") else f"{prefix}_{renamed.get(c, c)}" for c in keep])
+        return table.rename_columns([{"prompt_id": "prompt_id", "sample_index": f"{prefix}_index"}.get(c)
+                                     or f"{prefix}_{renamed.get(c, c)}" for c in keep])
 
-    joined = side(shard.context["model"], "model").join(
-        side(shard.context["baseline"], "baseline"), keys=["prompt_id", "sample_index"], join_type="full outer")
     prompts = shard.prompts
-    rank = pc.index_in(joined["prompt_id"], value_set=prompts["prompt_id"]).to_numpy(zero_copy_only=False)
-    order = np.lexsort((joined["sample_index"].to_numpy(zero_copy_only=False), rank))
-    joined, rank = joined.take(order), pa.array(rank[order])
+    count = max(answers)
+    rank = np.repeat(np.arange(prompts.num_rows), count)
+    pair = np.tile(np.arange(count, dtype=np.int32), prompts.num_rows)
+    grid = pa.table({"prompt_id": pc.take(prompts["prompt_id"], pa.array(rank)), "sample_index": pair,
+                     "model_index": pair % answers[0], "baseline_index": pair % answers[1], "_rank": rank})
+    joined = grid.join(side(shard.context["model"], "model"), keys=["prompt_id", "model_index"], join_type="left outer")
+    joined = joined.join(side(shard.context["baseline"], "baseline"), keys=["prompt_id", "baseline_index"],
+                         join_type="left outer")
+    joined = joined.filter(pc.or_(pc.is_valid(joined["model_answer"]), pc.is_valid(joined["baseline_answer"])))
+    joined = joined.sort_by([("_rank", "ascending"), ("sample_index", "ascending")])  # joins do not keep order
+    rank = joined["_rank"]
     requests = [rubrics.render_request(m) for m in prompts.column("messages").to_pylist()]
     n = joined.num_rows
     columns = {
@@ -110,7 +120,8 @@ def paired_answers(shard: ShardInput, judge: str, judge_type: str, model: str, b
         "prompt": pc.take(pa.array(requests, pa.string()), rank),
     }
     for name in joined.column_names:
-        columns[name] = joined[name]
+        if name not in ("_rank", "model_index", "baseline_index"):
+            columns[name] = joined[name]
     for prefix in ("model", "baseline"):
         columns[f"{prefix}_chars"] = pc.utf8_length(pc.fill_null(joined[f"{prefix}_answer"], ""))
     return pa.table(columns)
@@ -138,18 +149,20 @@ def _finish(table: pa.Table, outcome: np.ndarray, inconsistent: np.ndarray, reas
 class RewardComparison(Op):
     """compare.<judge>.<model> for a reward model: reads both sides' score stages (CPU only)."""
 
-    def __init__(self, judge: EvalRewardJudge, model: str, baseline: str):
-        self.judge, self.model, self.baseline = judge, model, baseline
+    def __init__(self, judge: EvalRewardJudge, model: str, baseline: str, answers: tuple[int, int]):
+        self.judge, self.model, self.baseline, self.answers = judge, model, baseline, tuple(answers)
 
     def config(self) -> dict:
-        return {"judge": self.judge.model_dump(mode="json"), "model": self.model, "baseline": self.baseline}
+        return {"judge": self.judge.model_dump(mode="json"), "model": self.model, "baseline": self.baseline,
+                "answers": list(self.answers)}
 
     @classmethod
     def from_config(cls, config: dict) -> "RewardComparison":
-        return cls(EvalRewardJudge.model_validate(config["judge"]), config["model"], config["baseline"])
+        return cls(EvalRewardJudge.model_validate(config["judge"]), config["model"], config["baseline"], config["answers"])
 
     def process(self, resource: Any, shard: ShardInput) -> ShardOutput:
-        table = paired_answers(shard, self.judge.name, "reward_model", self.model, self.baseline, self.judge.score_column)
+        table = paired_answers(shard, self.judge.name, "reward_model", self.model, self.baseline, self.answers,
+                               self.judge.score_column)
         model_score = table["model_score"].to_numpy(zero_copy_only=False).astype(float)
         baseline_score = table["baseline_score"].to_numpy(zero_copy_only=False).astype(float)
         outcome, reason = reward_outcomes(model_score, baseline_score, self.judge.tie_margin)
@@ -161,24 +174,28 @@ class PairwiseComparison(Op):
 
     uses_model = True
 
-    def __init__(self, judge: EvalLlmJudge, model: str, baseline: str, seed: int):
-        self.judge, self.model, self.baseline, self.seed = judge, model, baseline, seed
+    def __init__(self, judge: EvalLlmJudge, model: str, baseline: str, answers: tuple[int, int], seed: int):
+        self.judge, self.model, self.baseline, self.answers, self.seed = judge, model, baseline, tuple(answers), seed
 
     def config(self) -> dict:
         return {"judge": self.judge.model_dump(mode="json"), "model": self.model, "baseline": self.baseline,
-                "seed": self.seed}
+                "answers": list(self.answers), "seed": self.seed}
 
     @classmethod
     def from_config(cls, config: dict) -> "PairwiseComparison":
-        return cls(EvalLlmJudge.model_validate(config["judge"]), config["model"], config["baseline"], config["seed"])
+        return cls(EvalLlmJudge.model_validate(config["judge"]), config["model"], config["baseline"], config["answers"],
+                   config["seed"])
 
     def load(self) -> Any:
         return make_llm(self.judge.model, self.judge.engine, seed=self.seed)
 
+    def load_key(self) -> str:
+        return engine_key(self.judge.model, self.judge.engine, seed=self.seed)
+
     def process(self, llm: Any, shard: ShardInput) -> ShardOutput:
         from prefsynth.judges.llm import ask
 
-        table = paired_answers(shard, self.judge.name, "llm_judge", self.model, self.baseline)
+        table = paired_answers(shard, self.judge.name, "llm_judge", self.model, self.baseline, self.answers)
         schema = rubrics.verdict_schema("overall", "pairwise", self.judge.max_rationale_chars)
         model_answer = table["model_answer"].to_pylist()
         baseline_answer = table["baseline_answer"].to_pylist()

@@ -20,7 +20,8 @@ class EvalModel(c.Generator):
     for vLLM, cached). Defaults: greedy decoding, one answer per prompt."""
 
     strategy: Literal["in_language"] = Field("in_language", description="Eval answers are in-language samples.")
-    n: int = Field(1, ge=1, description="Answers per prompt; answer i is compared with the baseline's answer i.")
+    n: int = Field(1, ge=1, description="Answers per prompt. Comparison i of a prompt pairs answer i mod n with the "
+                   "baseline's answer i mod its n (several samples all meet a greedy baseline's one answer).")
     temperature: float = Field(0.0, ge=0, description="0: greedy decoding.")
 
 

@@ -88,9 +88,12 @@ class Evaluation(Pipeline):
         if cfg.decontaminate is not None:
             against = cfg.decontaminate.against
             graph.add_prompt_stage(StagePlan("decontaminate", DecontaminatePrompts(cfg.decontaminate, fingerprints(against)), []))
+        # Generate stages first, then the CPU ones: models loaded the same way share one engine.
         for model in cfg.models:
             graph.add(StagePlan(f"generate.{model.name}", Generate(model, cfg.seed), []))
+        for model in cfg.models:
             graph.add(StagePlan(f"language.{model.name}", AnswerLanguageCheck(cfg.language_id), [f"generate.{model.name}"]))
+        base = next(m for m in cfg.models if m.name == cfg.baseline)
         for judge in cfg.judge:
             if judge.type == "reward_model":
                 scorer = config_mod.RewardModelJudge.model_validate(judge.model_dump(exclude={"tie_margin"}))
@@ -98,13 +101,13 @@ class Evaluation(Pipeline):
                     graph.add(StagePlan(f"score.{judge.name}.{model.name}", RewardModelScore(scorer, cfg.seed),
                                         [f"language.{model.name}"]))
                 for model in cfg.others:
-                    graph.add(StagePlan(f"compare.{judge.name}.{model.name}", RewardComparison(judge, model.name, cfg.baseline), [],
+                    graph.add(StagePlan(f"compare.{judge.name}.{model.name}", RewardComparison(judge, model.name, cfg.baseline, (model.n, base.n)), [],
                                         {"model": f"score.{judge.name}.{model.name}",
                                          "baseline": f"score.{judge.name}.{cfg.baseline}"}))
             else:
                 for model in cfg.others:
                     graph.add(StagePlan(f"compare.{judge.name}.{model.name}",
-                                        PairwiseComparison(judge, model.name, cfg.baseline, cfg.seed), [],
+                                        PairwiseComparison(judge, model.name, cfg.baseline, (model.n, base.n), cfg.seed), [],
                                         {"model": f"language.{model.name}", "baseline": f"language.{cfg.baseline}"}))
         return graph.plans
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from prefsynth import langs, schemas
 from prefsynth.config import Generator
-from prefsynth.engine import make_llm, max_model_len, request_seed
+from prefsynth.engine import engine_key, make_llm, max_model_len, request_seed
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
 
@@ -42,6 +42,9 @@ class Generate(Op):
 
     def load(self) -> Any:
         return make_llm(self.generator.model, self.generator.engine, seed=self.seed)
+
+    def load_key(self) -> str:
+        return engine_key(self.generator.model, self.generator.engine, seed=self.seed)
 
     def sampling_params(self, prompt_ids: list[str]):
         from vllm import SamplingParams

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.config import LlmJudge
-from prefsynth.engine import make_llm, max_model_len, request_seed, structured_outputs
+from prefsynth.engine import engine_key, make_llm, max_model_len, request_seed, structured_outputs
 from prefsynth.generate.vllm_generate import chat_token_ids
 from prefsynth.judges import rubrics
 from prefsynth.stages import Op, ShardInput, ShardOutput
@@ -116,6 +116,9 @@ class LlmJudgeScore(Op):
 
     def load(self) -> Any:
         return make_llm(self.judge.model, self.judge.engine, seed=self.seed)
+
+    def load_key(self) -> str:
+        return engine_key(self.judge.model, self.judge.engine, seed=self.seed)
 
     def process(self, llm: Any, shard: ShardInput) -> ShardOutput:
         candidates = shard.table

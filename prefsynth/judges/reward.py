@@ -10,6 +10,7 @@ Conversations longer than the model's context get a null score and a reject with
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.config import RewardModelJudge
-from prefsynth.engine import make_llm, max_model_len
+from prefsynth.engine import engine_key, make_llm, max_model_len
 from prefsynth.generate.vllm_generate import chat_token_ids
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
@@ -110,6 +111,11 @@ class RewardModelScore(Op):
         if self.judge.backend == "transformers":
             return TransformersRewardModel(self.judge.model, self.judge.device, self.judge.engine.dtype)
         return make_llm(self.judge.model, self.judge.engine, seed=self.seed, runner="pooling")
+
+    def load_key(self) -> str:
+        if self.judge.backend == "transformers":
+            return json.dumps({"transformers": self.judge.model, "device": self.judge.device, "dtype": self.judge.engine.dtype})
+        return engine_key(self.judge.model, self.judge.engine, seed=self.seed, runner="pooling")
 
     def process(self, scorer: Any, shard: ShardInput) -> ShardOutput:
         candidates = shard.table
