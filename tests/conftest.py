@@ -22,6 +22,16 @@ def tiny_models() -> dict[str, Path]:
     return {name: ensure_fixture(name) for name in ("tiny-chat", "tiny-reward")}
 
 
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory, tiny_models) -> Path:
+    """The demo pipeline as it is, built once with the local executor (read it, never change it)."""
+    from prefsynth.pipeline import Pipeline
+
+    run_dir = tmp_path_factory.mktemp("demo-build") / "run"
+    Pipeline(demo_config()).run(run_dir, progress=False)
+    return run_dir
+
+
 def demo_config(**overrides) -> dict:
     """The demo pipeline as a dict, with absolute source paths, for tests to modify."""
     config = yaml.safe_load(DEMO.read_text())

@@ -31,10 +31,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, tiny_models):
-    run_dir = tmp_path_factory.mktemp("local") / "run"
-    Pipeline(demo_config()).run(run_dir, progress=False)
-    return run_dir
+def local_run(demo_build):
+    return demo_build
 
 
 @pytest.fixture(scope="module")

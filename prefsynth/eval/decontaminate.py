@@ -41,8 +41,13 @@ def ngram_hashes(texts: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
     split = tokens(pa.array(texts, pa.string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts)
     split = split.combine_chunks() if isinstance(split, pa.ChunkedArray) else split
     offsets = split.offsets.to_numpy().astype(np.int64)
-    flat = split.flatten().to_numpy(zero_copy_only=False).astype(object)
-    token_hash = pd.util.hash_array(flat) if len(flat) else np.zeros(0, np.uint64)
+    # hash each distinct token once, then spread by its dictionary index (values, not the
+    # per-call dictionary order, decide the hash, so training and eval hashes agree)
+    encoded = pc.dictionary_encode(split.flatten())
+    distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    token_hash = (pd.util.hash_array(distinct)[encoded.indices.to_numpy()] if len(encoded)
+                  else np.zeros(0, np.uint64))
+    flat = encoded
     lengths = np.diff(offsets)
     rows = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.arange(len(flat))
