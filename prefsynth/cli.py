@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         os.environ[DEBUG_ENV] = "1"  # model workers print their tracebacks too
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs (`prefsynth build ... &`) with SIGINT ignored, and Python keeps it
+    # so: restore Ctrl-C / `kill -INT`, which stop a build cleanly and keep finished shards.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app(args=args, prog_name="prefsynth")  # exits through SystemExit; usage errors are shown by typer
     except SystemExit as done:
