@@ -26,11 +26,12 @@ console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get every table column whole
 
 
-def _load(config: Path):
+def _load(config: Path, kind=None):
+    """The Pipeline (or `kind`, e.g. Evaluation) of a YAML file; a bad config exits 2 with every problem."""
     from prefsynth.pipeline import Pipeline
 
     try:
-        return Pipeline.from_yaml(config)
+        return (kind or Pipeline).from_yaml(config)
     except ConfigError as error:
         print(str(error), file=sys.stderr)
         raise typer.Exit(2)
@@ -97,14 +98,9 @@ def eval_command(
 ) -> None:
     """Per-language win-rates of every model against the baseline (resumable like a build):
     RUN/eval/summary.json, RUN/eval/judgments.parquet and RUN/report/eval.html."""
-    from prefsynth.eval import config as eval_config
     from prefsynth.eval.run import Evaluation
 
-    try:
-        evaluation = Evaluation(eval_config.load(config))
-    except ConfigError as error:
-        print(str(error), file=sys.stderr)
-        raise typer.Exit(2)
+    evaluation = _load(config, Evaluation)
     run_dir = run_dir or Path("runs") / evaluation.config.name
     evaluation.config = evaluation.config.model_copy(update={"executor": _executor(evaluation.config.executor, executor, ray_address)})
     _interrupted_note[0] = f"finished shards are kept in {run_dir}; rerun the same command to resume"

@@ -69,17 +69,14 @@ def ngram_hashes(texts: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def prompt_texts(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The user-visible request of each conversation: its non-system turns joined by newlines."""
-    table = pa.table({"messages": messages}).combine_chunks()
-    lists = table["messages"].chunk(0) if table["messages"].num_chunks else pa.array([], schemas.MESSAGES)
+    lists = pa.chunked_array([messages] if isinstance(messages, pa.Array) else messages.chunks, schemas.MESSAGES)
+    lists = lists.combine_chunks() if lists.num_chunks else pa.array([], schemas.MESSAGES)
     flat = lists.flatten()
     row = np.repeat(np.arange(len(lists)), np.diff(lists.offsets.to_numpy()))
-    turns = pa.table({"row": row, "role": flat.field("role"), "content": flat.field("content")})
-    turns = turns.filter(pc.fill_null(pc.not_equal(turns["role"], "system"), True))
-    joined = turns.group_by("row", use_threads=False).aggregate([("content", "list")])
-    text = np.full(len(lists), "", dtype=object)
-    rows = joined["row"].to_numpy()
-    text[rows] = [("\n".join(part for part in parts if part)) for parts in joined["content_list"].to_pylist()]
-    return pa.array(text, pa.string())
+    keep = pc.fill_null(pc.not_equal(flat.field("role"), "system"), True).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(row[keep], minlength=len(lists)))]).astype(np.int32)
+    contents = pc.fill_null(flat.field("content").filter(pa.array(keep)), "")
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), contents), "\n")
 
 
 def _files(path: Path) -> list[Path]:

@@ -7,7 +7,6 @@ the plots stay readable from 1 to 100+ languages.
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from prefsynth.report.html import _figure, _png, _table
+from prefsynth.report.html import _figure, _png, _table, html_page, image_section
 from prefsynth.runs import write_text_atomic
 
 
@@ -123,28 +122,16 @@ def write_eval_report(run_dir: str | Path) -> Path:
         plots.append((f"length-{judge}", f"Length difference vs preference ({judge})", length_preference(judgments, judge)))
         if judge == summary["judge"]:
             plots.insert(1, ("fidelity", "Language fidelity", fidelity(summary, judge)))
-        for name, title, png in plots:
-            (out / f"eval-{name}.png").write_bytes(png)
-            data = base64.b64encode(png).decode()
-            sections.append(f'<h2>{html.escape(title)}</h2><img id="{html.escape(name)}" alt="{html.escape(name)}" '
-                            f'src="data:image/png;base64,{data}">')
+        sections += [image_section(out, f"eval-{name}", title, png) for name, title, png in plots]
         from prefsynth.eval.run import summary_frame
 
         frame = summary_frame(summary, judge).round(3)
         sections.append(f"<h2>Table ({html.escape(judge)})</h2>" + _table(frame.astype(object).where(frame.notna(), "-").to_dict("records")))
     rejects = [{"reason": k, "count": v} for k, v in summary.get("rejects", {}).items()]
     sections.append("<h2>Rejects</h2>" + _table(rejects))
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>prefsynth eval: {html.escape(summary.get('name', ''))}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
-        f"<h1>{html.escape(summary.get('name', ''))}</h1><p>baseline {html.escape(summary['baseline'])}, models "
-        f"{html.escape(', '.join(summary['models']))}, judges {html.escape(', '.join(summary['judges']))}, "
-        f"wrong_language {html.escape(summary['wrong_language'])}, run {html.escape(str(run))}</p>"
-        + "".join(sections)
-        + "<script>window.addEventListener('load',()=>{document.body.dataset.rendered=[...document.images]"
-          ".filter(i=>i.complete&&i.naturalWidth>0).length})</script></body></html>"
-    )
+    name = html.escape(summary.get("name", ""))
+    page = html_page(f"prefsynth eval: {name}", f"<h1>{name}</h1><p>baseline {html.escape(summary['baseline'])}, models "
+                     f"{html.escape(', '.join(summary['models']))}, judges {html.escape(', '.join(summary['judges']))}, "
+                     f"wrong_language {html.escape(summary['wrong_language'])}, run {html.escape(str(run))}</p>", sections)
     write_text_atomic(out / "eval.html", page)
     return out / "eval.html"

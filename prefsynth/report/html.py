@@ -129,6 +129,29 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def image_section(out: Path, name: str, title: str, png: bytes | None, missing: str = "") -> str:
+    """A plot's section: the PNG written to out/<name>.png and embedded as a data URI."""
+    if png is None:
+        return f"<h2>{html.escape(title)}</h2><p>{html.escape(missing or 'no data')}</p>"
+    (out / f"{name}.png").write_bytes(png)
+    data = base64.b64encode(png).decode()
+    return f'<h2>{html.escape(title)}</h2><img id="{html.escape(name)}" alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+
+
+def html_page(title: str, heading: str, sections: list[str]) -> str:
+    """A self-contained report page (title and heading: HTML already escaped)."""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
+        + heading + "".join(sections)
+        # counts the plots that decoded, so a headless browser can tell a rendered page from a broken one
+        + "<script>window.addEventListener('load',()=>{document.body.dataset.rendered=[...document.images]"
+          ".filter(i=>i.complete&&i.naturalWidth>0).length})</script></body></html>"
+    )
+
+
 def write_report(run_dir: str | Path) -> Path:
     run = Path(run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -152,27 +175,11 @@ def write_report(run_dir: str | Path) -> Path:
     diversity = manifest.get("diversity")
     plots.append(("diversity", "Diversity per generation strategy", diversity_plot(diversity) if diversity else None,
                   "not computed: set report.diversity_model"))
-    sections = []
-    for name, title, png, missing in plots:
-        if png is None:
-            sections.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(missing or 'no data')}</p>")
-            continue
-        (out / f"{name}.png").write_bytes(png)
-        data = base64.b64encode(png).decode()
-        sections.append(f'<h2>{html.escape(title)}</h2><img id="{name}" alt="{name}" src="data:image/png;base64,{data}">')
+    sections = [image_section(out, name, title, png, missing) for name, title, png, missing in plots]
     sections.append("<h2>Coverage</h2>" + _table(manifest.get("coverage") or []))
     sections.append("<h2>Judge agreement</h2>" + _table(manifest.get("agreement") or []))
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>prefsynth report: {html.escape(manifest.get('pipeline', ''))}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
-        f"<h1>{html.escape(manifest.get('pipeline', ''))}</h1><p>{len(pairs)} {kind}, selector "
-        f"{html.escape(manifest['config']['selector']['method'])}, run {html.escape(str(run))}</p>"
-        + "".join(sections)
-        # counts the plots that decoded, so a headless browser can tell a rendered page from a broken one
-        + "<script>window.addEventListener('load',()=>{document.body.dataset.rendered=[...document.images]"
-          ".filter(i=>i.complete&&i.naturalWidth>0).length})</script></body></html>"
-    )
+    pipeline = html.escape(manifest.get("pipeline", ""))
+    page = html_page(f"prefsynth report: {pipeline}", f"<h1>{pipeline}</h1><p>{len(pairs)} {kind}, selector "
+                     f"{html.escape(manifest['config']['selector']['method'])}, run {html.escape(str(run))}</p>", sections)
     write_text_atomic(out / "index.html", page)
     return out / "index.html"
