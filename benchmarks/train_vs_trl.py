@@ -7,7 +7,7 @@
 A row is SHAPE:MAX_LENGTH; at max_length 2048 the sequences are twice as long (~1,060 tokens).
 
 Every variant runs in its own process on the same random-weight model (built here from a Qwen2
-config: no Hub) and the same synthetic conversational pairs (~`--tokens` tokens per sequence,
+config: no Hub; a byte-level BPE tokenizer whose reloaded token counts are checked) and the same synthetic conversational pairs (~`--tokens` tokens per sequence,
 8 pairs per step): TRL with its defaults (gradient checkpointing, reference forward every step),
 TRL tuned (precompute_ref_log_probs=True, gradient_checkpointing=False), and prefsynth (reference
 log-probs precomputed and cached, packed sequences, chunked log-probs). Throughput counts real
@@ -43,20 +43,32 @@ SHAPES = {  # Qwen2 configurations (random weights)
 VARIANTS = ("trl_default", "trl_tuned", "prefsynth")
 
 
-def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, seed: int = 0) -> None:
-    """A random-weight Qwen2 model with a word-level tokenizer, and pairs of about `tokens` tokens."""
+def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, seed: int = 0) -> float:
+    """A random-weight Qwen2 model, a byte-level BPE tokenizer trained on the synthetic words, and
+    pairs of about `tokens` tokens per sequence. Returns the real tokens per step (8 pairs, both
+    sequences, cut at max_length) as the reloaded tokenizer counts them.
+
+    The words are letters only and the tokenizer is byte-level BPE: transformers reloads a tokenizer
+    saved beside a Qwen2 config as Qwen2Tokenizer (Qwen2's pre-tokenizer), which keeps such a
+    tokenizer's tokens but turned the earlier word-level one into 2 tokens per conversation."""
     import random
 
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    words = [f"w{i}" for i in range(2000)]
-    vocab = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"] + words)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    rng = random.Random(seed)
+    syllable = lambda: rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou")  # noqa: E731
+    words = sorted({"".join(syllable() for _ in range(rng.randint(1, 3))) for _ in range(3000)})
+    text = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator([text(50) for _ in range(2000)], trainers.BpeTrainer(
+        vocab_size=min(3000, SHAPES[shape]["vocab_size"]), special_tokens=["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
     tokenizer.chat_template = (
         "{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' <eos> ' }}{% endfor %}"
@@ -66,17 +78,27 @@ def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, se
     torch.manual_seed(seed)
     config = Qwen2Config(max_position_embeddings=max(4096, 2 * max_length), **SHAPES[shape])
     Qwen2ForCausalLM(config).save_pretrained(folder / "model")
-    rng = random.Random(seed)
-    text = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
-    prompt_tokens, answer_tokens = tokens // 3, tokens - tokens // 3 - 6
+    per_word = len(tokenizer(text(1000)).input_ids) / 1000
+    prompt_words, answer_words = int(tokens / 3 / per_word), int((tokens - tokens / 3 - 6) / per_word)
     rows = [{
-        "prompt_id": f"p{i}", "chosen_id": f"p{i}/c", "rejected_id": f"p{i}/r",
-        "prompt": [{"role": "user", "content": text(prompt_tokens)}],
-        "chosen": [{"role": "assistant", "content": text(answer_tokens + rng.randint(-20, 20))}],
-        "rejected": [{"role": "assistant", "content": text(answer_tokens + rng.randint(-20, 20))}],
-    } for i in range(8 * steps)]
+        "prompt": [{"role": "user", "content": text(prompt_words)}],
+        "chosen": [{"role": "assistant", "content": text(answer_words + rng.randint(-20, 20))}],
+        "rejected": [{"role": "assistant", "content": text(answer_words + rng.randint(-20, 20))}],
+    } for _ in range(8 * steps)]  # TRL's conversational format, no ids
     (folder / "data" / "pairs").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "pairs" / "train-00000-of-00001.parquet")
+    reloaded = AutoTokenizer.from_pretrained(folder / "model")  # as both trainers load it
+    lengths = [min(max_length, len(reloaded.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True)
+                                   ["input_ids"])) for row in rows for side in ("chosen", "rejected")]
+    return sum(lengths) / steps
+
+
+def check_tokens(result: dict, expected_per_step: float, label: str) -> None:
+    """The tokens a trainer counted per step must be the sequences built (within 5%), or its
+    tokens/s measures something else."""
+    if abs(result["tokens_per_step"] / expected_per_step - 1) > 0.05:
+        raise SystemExit(f"{label}: {result['tokens_per_step']:.0f} tokens per step counted, "
+                         f"{expected_per_step:.0f} built: the ratio would be meaningless")
 
 
 def _peak(device: str) -> float:
@@ -124,7 +146,8 @@ def run_trl(folder: Path, tuned: bool, args) -> dict:
     tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
     timed = tokens[-1] - tokens[args.warmup - 1] if args.warmup else tokens[-1]
     seconds = marks[-1] - (marks[args.warmup - 1] if args.warmup else started[0])
-    return {"tokens_per_s": timed / seconds, "peak_gib": _peak(args.device), "loss": trainer.state.log_history[0]["loss"]}
+    return {"tokens_per_s": timed / seconds, "peak_gib": _peak(args.device), "loss": trainer.state.log_history[0]["loss"],
+            "tokens_per_step": tokens[-1] / len(tokens)}
 
 
 def run_prefsynth(folder: Path, args) -> dict:
@@ -146,7 +169,8 @@ def run_prefsynth(folder: Path, args) -> dict:
         step_tokens, previous = record["num_tokens"] - previous, record["num_tokens"]
         tokens += step_tokens
         seconds += step_tokens / record["tokens_per_s"]
-    return {"tokens_per_s": tokens / seconds, "peak_gib": _peak(args.device), "loss": result.metrics[0]["loss"]}
+    return {"tokens_per_s": tokens / seconds, "peak_gib": _peak(args.device), "loss": result.metrics[0]["loss"],
+            "tokens_per_step": result.metrics[-1]["num_tokens"] / len(result.metrics)}
 
 
 def main() -> None:
@@ -176,7 +200,8 @@ def main() -> None:
         shape, max_length = row.split(":")
         tokens = args.tokens * int(max_length) // 1024
         with tempfile.TemporaryDirectory(prefix="prefsynth-bench-") as tmp:
-            build(Path(tmp), shape, int(max_length), tokens, args.warmup + args.steps)
+            expected = build(Path(tmp), shape, int(max_length), tokens, args.warmup + args.steps)
+            print(f"  {row}: {expected / 16:.0f} real tokens per sequence built", flush=True)
             for variant in args.variants.split(","):
                 command = [sys.executable, __file__, "--worker", variant, "--folder", tmp, "--device", args.device,
                            "--max-length", max_length, "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -187,6 +212,7 @@ def main() -> None:
                     print(f"{row} {variant} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
                     continue
                 result = json.loads(line[len("RESULT "):])
+                check_tokens(result, expected, f"{row} {variant}")
                 table.append((shape, max_length, tokens, variant, result))
                 print(f"  {row} {variant}: {result}", flush=True)
     print(f"\ndevice {args.device}; 8 pairs/step; {args.steps} timed steps after {args.warmup} warm-up")

@@ -213,3 +213,107 @@ def test_micro_batching_does_not_change_the_step(models, tmp_path):
         for a, b in zip(whole, other):
             for key in ("loss", "grad_norm", "logps/chosen", "rewards/margins"):
                 assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+def trl_first_step(models, rows, tmp_path, **settings):
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models["policy"]),
+        ref_model=AutoModelForCausalLM.from_pretrained(models["ref"]),
+        args=DPOConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=len(rows), report_to=[],
+                       logging_steps=1, save_strategy="no", use_cpu=True, bf16=False, **settings),
+        train_dataset=datasets.Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(models["policy"]),
+    )
+    trainer.train()
+    return trainer.state.log_history[0]
+
+
+def trl_rows(style: str, prompt: str, n: int = 6) -> list[dict]:
+    """TRL's own formats, without prefsynth's id columns: conversational or standard, explicit or
+    implicit prompt."""
+    rows = []
+    for i in range(n):
+        question, good, bad = f"Question {i}: what is {i} plus {i}?", f"{ANSWERS[i % 2]} It is {2 * i}.", ANSWERS[2 + i % 2] * (1 + i % 3)
+        if style == "conversational":
+            user = [{"role": "user", "content": question}]
+            chosen, rejected = [{"role": "assistant", "content": good}], [{"role": "assistant", "content": bad}]
+            row = {"prompt": user, "chosen": chosen, "rejected": rejected} if prompt == "explicit" else \
+                {"chosen": user + chosen, "rejected": user + rejected}
+        else:
+            row = {"prompt": question, "chosen": " " + good, "rejected": " " + bad} if prompt == "explicit" else \
+                {"chosen": f"{question} {good}", "rejected": f"{question} {bad}"}
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("style,prompt,container", [
+    ("conversational", "explicit", "parquet"), ("conversational", "implicit", "jsonl"),
+    ("standard", "explicit", "save_to_disk"), ("standard", "implicit", "parquet"),
+    ("conversational", "explicit", "save_to_disk"),
+])
+def test_trl_formats_without_ids_give_trls_first_step(models, tmp_path, style, prompt, container):
+    import datasets
+
+    rows = trl_rows(style, prompt)
+    settings = {"beta": 0.1, "learning_rate": 1e-3, "max_length": 40}
+    expected = trl_first_step(models, rows, tmp_path, **settings)
+    if container == "parquet":
+        source = tmp_path / "mine.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), source)
+    elif container == "jsonl":
+        source = tmp_path / "mine.jsonl"
+        source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        source = tmp_path / "saved"
+        datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(source))
+    ours = train(TrainConfig(model=models["policy"], ref_model=models["ref"], dataset=str(source), batch_size=len(rows),
+                             max_steps=1, output_dir=str(tmp_path / "ours"), **settings), progress=False).metrics[0]
+    for name in ("loss", "grad_norm", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+        assert ours[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-7), f"{name}: {ours} vs {expected}"
+    assert ours["num_tokens"] == expected["num_tokens"]
+
+
+def test_untrainable_rows_are_counted_by_reason_and_bad_types_named(models, tmp_path):
+    rows = trl_rows("conversational", "explicit", n=8)
+    rows[1]["chosen"] = [{"role": "assistant", "content": "  "}]
+    rows[2]["rejected"] = rows[2]["chosen"]
+    rows[3]["rejected"] = None
+    rows[4]["prompt"] = [{"role": "user", "content": " ".join(["long"] * 200)}]
+    source = tmp_path / "mixed.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), source)
+    result = train({"model": models["policy"], "ref_model": models["ref"], "dataset": str(source), "batch_size": 2,
+                    "max_steps": 1, "max_length": 64, "output_dir": str(tmp_path / "out")}, progress=False)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["data"]
+    assert summary["rows"] == 8 and summary["trained"] == 4
+    assert summary["rejected"] == {"chosen identical to rejected": 1, "empty answer": 1, "missing field": 1,
+                                   "prompt over max_length": 1}
+    assert result.metrics[0]["data/rejected/empty answer"] == 1
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b"], "chosen": [None, 3], "rejected": [1, 2]}), bad)
+    with pytest.raises(ValueError, match=r"column 'chosen' has type int64.*first bad row 1"):
+        train({"model": models["policy"], "dataset": str(bad), "output_dir": str(tmp_path / "bad")}, progress=False)
+
+
+def test_a_weighted_mixture_is_seeded_and_schedules_warm_up(models, tmp_path):
+    from prefsynth.train.data import load_rows
+    from prefsynth.train.sources import Source
+
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.Table.from_pylist(trl_rows("conversational", "explicit", n=6)), a)
+    pq.write_table(pa.Table.from_pylist(trl_rows("conversational", "implicit", n=4)), b)
+    mixture = [Source(str(a), weight=0.5), Source(str(b), weight=2.0)]
+    first, _ = load_rows(mixture, seed=3)
+    again, _ = load_rows(mixture, seed=3)
+    assert first.num_rows == 3 + 8 and first.table.equals(again.table)
+    standard = tmp_path / "s.parquet"
+    pq.write_table(pa.Table.from_pylist(trl_rows("standard", "explicit")), standard)
+    with pytest.raises(ValueError, match="a mixture needs one format"):
+        load_rows([Source(str(a)), Source(str(standard))], seed=0)
+    metrics = train({"model": models["policy"], "datasets": [{"path": str(a), "weight": 0.5}, {"path": str(b), "weight": 2.0}],
+                     "batch_size": 2, "max_steps": 4, "learning_rate": 1e-3, "warmup_steps": 2,
+                     "lr_scheduler_type": "cosine", "max_length": 64, "output_dir": str(tmp_path / "mix")},
+                    progress=False).metrics
+    assert [round(m["learning_rate"], 8) for m in metrics] == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])

@@ -1,39 +1,23 @@
-"""Exported preference data -> token sequences, the way TRL 1.16's DPOTrainer builds them.
+"""Preference rows -> token sequences, the way TRL 1.16's DPOTrainer builds them.
 
 Conversational rows: the prompt goes through the chat template with the generation prompt; prompt
 + completion through the template without it; the completion is what follows their common
 prefix. Each sequence (prompt + chosen, prompt + rejected) is cut to max_length from the end
 (TRL's keep_start); pairs whose prompt alone fills max_length are dropped (no completion left).
+Plain-text rows: the tokenizer itself (its BOS), EOS appended to answers that lack it.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-
-def _kind(file: Path) -> str:
-    return "lists" if "chosen_ids" in pq.read_schema(file).names else "pairs"
-
-
-def dataset_files(path: str | Path) -> tuple[list[Path], str]:
-    """Parquet files and their kind (pairs or lists) from a run dir, a dataset dir, a folder of
-    Parquet files or one file."""
-    path = Path(path)
-    if path.is_file():
-        return [path], _kind(path)
-    for folder in (path / "dataset" / "data", path / "data", path):
-        for kind in ("pairs", "lists"):
-            files = sorted((folder / kind).glob("*.parquet"))
-            if files:
-                return files, kind
-    files = sorted(path.glob("*.parquet"))
-    if files:
-        return files, _kind(files[0])
-    raise FileNotFoundError(f"no exported Parquet dataset under {path} (expected dataset/data/pairs/*.parquet)")
+from prefsynth.train.formats import TOO_LONG, Rows, canonical, combine
+from prefsynth.train.sources import Source, mix, read_source
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -74,35 +58,49 @@ class Sequences:
 
 
 def _template(tokenizer, conversations: list[list[dict]], generation_prompt: bool) -> list[list[int]]:
+    if not conversations:
+        return []
     out = tokenizer.apply_chat_template(conversations, tokenize=True, add_generation_prompt=generation_prompt,
                                         return_dict=True)
     return [list(ids) for ids in out["input_ids"]]
+
+
+def _text(tokenizer, texts: list[str]) -> list[list[int]]:
+    return [list(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
 
 
 def _messages(value) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def tokenize(table: pa.Table, tokenizer, max_length: int) -> Sequences:
-    """Pairs (chosen / rejected: one answer each) or lists (chosen / rejected: lists of answers)."""
-    listwise = "chosen_ids" in table.column_names
-    prompts = [_messages(p) for p in table["prompt"].to_pylist()]
-    if listwise:
-        answers = [[_messages(a) for a in c] + [_messages(a) for a in r]
-                   for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
-        is_chosen = [[True] * len(c) + [False] * len(r) for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
-        weights = table["weights"].to_pylist() if "weights" in table.column_names else [None] * table.num_rows
-        keys = [f"{p}/{'/'.join(c + r)}" for p, c, r in zip(
-            table["prompt_id"].to_pylist(), table["chosen_ids"].to_pylist(), table["rejected_ids"].to_pylist())]
+def _with_eos(text: str, eos: str) -> str:
+    return text if text.endswith(eos) else text + eos  # TRL adds EOS to plain-text answers
+
+
+def tokenize(rows: Rows, tokenizer, max_length: int) -> Sequences:
+    """Pairs (chosen / rejected: one answer each) or lists (chosen / rejected: lists of answers).
+    Conversational rows go through the chat template, plain-text rows through the tokenizer itself
+    (its own BOS handling) with EOS appended to each answer as TRL does. Rows whose prompt alone
+    fills max_length are counted in rows.rejected and left out."""
+    table = rows.table
+    listwise = rows.kind == "lists"
+    chosen, rejected = table["chosen"].to_pylist(), table["rejected"].to_pylist()
+    if not listwise:
+        chosen, rejected = [[c] for c in chosen], [[r] for r in rejected]
+    answers = [c + r for c, r in zip(chosen, rejected)]
+    is_chosen = [[True] * len(c) + [False] * len(r) for c, r in zip(chosen, rejected)]
+    weights = table["weights"].to_pylist() if "weights" in table.column_names else [None] * table.num_rows
+    keys = table["key"].to_pylist()
+    if rows.conversational:
+        prompts = [_messages(p) for p in table["prompt"].to_pylist()]
+        prompt_ids = _template(tokenizer, prompts, True)
+        full = _template(tokenizer, [prompts[i] + _messages(a) for i, group in enumerate(answers) for a in group], False)
     else:
-        answers = [[_messages(c), _messages(r)] for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
-        is_chosen = [[True, False]] * table.num_rows
-        weights = [None] * table.num_rows
-        keys = ["/".join(k) for k in zip(table["prompt_id"].to_pylist(), table["chosen_id"].to_pylist(),
-                                          table["rejected_id"].to_pylist())]
-    prompt_ids = _template(tokenizer, prompts, True)
-    full = _template(tokenizer, [prompts[i] + a for i, group in enumerate(answers) for a in group], False)
-    ids, starts, group, chosen, weight, kept, dropped, at = [], [], [], [], [], [], 0, 0
+        prompts = table["prompt"].to_pylist()
+        eos = tokenizer.eos_token or ""
+        prompt_ids = _text(tokenizer, prompts)
+        full = _text(tokenizer, [prompts[i] + _with_eos(a, eos) for i, group in enumerate(answers) for a in group])
+    ids, starts, group, chosen_mask, weight, kept, dropped, at = [], [], [], [], [], [], 0, 0
     for i, answer_list in enumerate(answers):
         sequences = full[at: at + len(answer_list)]
         at += len(answer_list)
@@ -113,13 +111,37 @@ def tokenize(table: pa.Table, tokenizer, max_length: int) -> Sequences:
         ids += [seq[:max_length] for seq in sequences]
         starts += [start] * len(sequences)
         group += [len(kept)] * len(sequences)
-        chosen += is_chosen[i]
+        chosen_mask += is_chosen[i]
         weight += weights[i] if weights[i] is not None else [1.0] * len(sequences)
         kept.append(keys[i])
-    return Sequences(ids, np.array(starts, dtype=np.int64), np.array(group, dtype=np.int64), np.array(chosen, dtype=bool),
-                     np.array(weight, dtype=np.float64), kept, dropped)
+    if dropped:
+        rows.rejected[TOO_LONG] += dropped
+    return Sequences(ids, np.array(starts, dtype=np.int64), np.array(group, dtype=np.int64),
+                     np.array(chosen_mask, dtype=bool), np.array(weight, dtype=np.float64), kept, dropped)
 
 
-def read_dataset(path: str | Path) -> tuple[pa.Table, str]:
-    files, kind = dataset_files(path)
-    return pa.concat_tables([pq.read_table(f) for f in files]), kind
+def load_rows(sources: list[Source], seed: int) -> tuple[Rows, Path | None]:
+    """Canonical rows of one or several sources (a seeded, weighted mixture), and the local folder
+    the reference log-prob cache goes beside (None: not one local source)."""
+    parts, folders = [], []
+    for source in sources:
+        table, folder = read_source(source)
+        parts.append(canonical(table, source.label))
+        folders.append(folder)
+    rows = combine(parts, [s.label for s in sources]) if len(parts) > 1 else parts[0]
+    if len(sources) > 1 or sources[0].weight != 1:
+        rows.table = mix([p.table for p in parts], [s.weight for s in sources], seed)
+    return rows, folders[0] if len(sources) == 1 else None
+
+
+def split_rows(rows: Rows, fraction: float, seed: int) -> tuple[Rows, Rows]:
+    """A seeded held-out split by prompt: every row of a prompt lands on the same side."""
+    prompts = rows.table["prompt_key"]
+    unique = pc.unique(prompts)
+    held = np.random.default_rng([seed, 7]).random(len(unique)) < fraction
+    if len(unique) > 1 and not held.any():
+        held[np.random.default_rng([seed, 7]).integers(len(unique))] = True
+    is_held = pc.is_in(prompts, value_set=unique.filter(pa.array(held))).to_numpy(zero_copy_only=False)
+    train = Rows(rows.table.filter(pa.array(~is_held)), rows.kind, rows.conversational, rows.rejected)
+    held_out = Rows(rows.table.filter(pa.array(is_held)), rows.kind, rows.conversational, Counter())
+    return train, held_out

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from prefsynth.train.config import TrainConfig
-from prefsynth.train.data import Sequences, dataset_files, read_dataset, tokenize
+from prefsynth.train.data import Sequences, load_rows, tokenize
 from prefsynth.train.logprobs import sequence_logps
 from prefsynth.train.losses import group_contrastive_loss, pair_loss
 
@@ -39,6 +39,8 @@ def attention_kernel(choice: str, device: torch.device) -> str:
         return choice
     import importlib.util
 
+    # SDPA measured fastest on the CPU (flex_attention runs uncompiled there: 6x slower at 16 x 530
+    # tokens); flex_attention on a GPU is opt-in until the GPU rows measure it.
     return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
@@ -62,25 +64,29 @@ def _fingerprint(reference: str) -> dict:
     return {"ref": reference, "config": hashlib.sha256(config.encode()).hexdigest(), "files": files}
 
 
-def cache_dir(data_file: Path) -> Path:
+def cache_dir(data_folder: Path | None) -> Path:
     """Where reference log-probs are cached: `<dataset>/_ref_logps/` beside `data/`, or beside the
-    Parquet files. The underscore keeps Arrow's and datasets' file discovery away from it."""
-    folder = data_file.parent
+    data files; for Hub names and mixtures, under prefsynth's cache. The underscore keeps Arrow's
+    and datasets' file discovery away from it."""
+    from prefsynth.fixtures import cache_root
+
+    if data_folder is None:
+        return cache_root() / "ref_logps"
+    folder = data_folder
     if folder.name in ("pairs", "lists") and folder.parent.name == "data":
         folder = folder.parent.parent
     return folder / "_ref_logps"
 
 
-def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -> np.ndarray:
+def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device, data_folder: Path | None) -> np.ndarray:
     """Reference log-probs of every sequence, computed once in a no-grad pass and stored beside the
     dataset under a key of (reference model, tokenizer, chat template, max_length, pairs)."""
-    files, _ = dataset_files(cfg.dataset)
     key = hashlib.sha256(json.dumps({
         "model": _fingerprint(cfg.ref_model or cfg.model), "template": tokenizer.chat_template or "",
         "vocab": len(tokenizer), "max_length": cfg.max_length, "groups": sequences.keys,
         "tokens": hashlib.sha256(np.concatenate([np.asarray(s) for s in sequences.ids]).tobytes()).hexdigest(),
     }, sort_keys=True).encode()).hexdigest()[:24]
-    cache = cache_dir(files[0]) / f"{key}.parquet"
+    cache = cache_dir(data_folder) / f"{key}.parquet"
     if cache.is_file():
         return pq.read_table(cache)["logps"].to_numpy()
     model = load_model(cfg.ref_model or cfg.model, cfg.dtype, device, cfg.attention).eval()
@@ -92,7 +98,7 @@ def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device) -
                                          cfg.logprob_chunk).float().cpu().numpy())
     del model
     logps = np.concatenate(values) if values else np.zeros(0)
-    cache.parent.mkdir(exist_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     temporary = cache.with_suffix(".tmp")
     pq.write_table(pa.table({"logps": logps}), temporary)
     temporary.replace(cache)
@@ -180,13 +186,20 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(materialize(cfg.model))
-    table, kind = read_dataset(cfg.dataset)
-    if kind == "lists" and cfg.loss != "group_contrastive":
-        raise ValueError(f"{cfg.dataset} holds list-wise data (AMPO/MPO): use loss group_contrastive, not {cfg.loss}")
-    sequences = tokenize(table, tokenizer, cfg.max_length)
+    data, data_folder = load_rows(cfg.sources, cfg.seed)
+    where = ", ".join(s.label for s in cfg.sources)
+    if data.kind == "lists" and cfg.loss != "group_contrastive":
+        raise ValueError(f"{where} holds list-wise data (AMPO/MPO): use loss group_contrastive, not {cfg.loss}")
+    total_rows = data.num_rows + sum(data.rejected.values())
+    sequences = tokenize(data, tokenizer, cfg.max_length)
+    data_summary = {"rows": total_rows, "trained": sequences.groups, "format": data.kind,
+                    "conversational": data.conversational, "rejected": dict(sorted(data.rejected.items()))}
+    _write_json(out / "summary.json", {"data": data_summary})
     if sequences.groups == 0:
-        raise ValueError(f"{cfg.dataset}: no pair or list fits max_length {cfg.max_length}")
-    ref = reference_logps(cfg, sequences, tokenizer, device) if cfg.uses_reference else np.zeros(len(sequences.ids))
+        raise ValueError(f"{where}: no row can be trained on ({total_rows} rows; left out: "
+                         f"{', '.join(f'{n} {r}' for r, n in data.rejected.items()) or 'none'})")
+    ref = (reference_logps(cfg, sequences, tokenizer, device, data_folder) if cfg.uses_reference
+           else np.zeros(len(sequences.ids)))
     lengths = torch.tensor(sequences.completion_lengths(), dtype=torch.float32)
     tokens = sequences.lengths
 
@@ -195,7 +208,7 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
+    scheduler = _scheduler(cfg, optimizer, total_steps)
     step, seen_tokens = 0, 0
     metrics_path = out / "metrics.jsonl"
     if resume and (out / CHECKPOINT / "state.json").is_file():
@@ -242,6 +255,9 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
             "grad_norm": float(norm), "learning_rate": learning_rate, "num_tokens": seen_tokens,
             "tokens_per_s": step_tokens / (time.perf_counter() - started),
         }
+        if step == 1:  # what the data lost, once, beside the first step's figures
+            record.update({"data/rows": total_rows, "data/trained": sequences.groups,
+                           **{f"data/rejected/{reason}": n for reason, n in data.rejected.items()}})
         history.append(record)
         with metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -252,7 +268,23 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     bar.close()
     model.save_pretrained(out / "model")  # the LoRA adapter alone when training one
     tokenizer.save_pretrained(out / "model")
+    _write_json(out / "summary.json", {"data": data_summary, "steps": step, "num_tokens": seen_tokens,
+                                       "final": history[-1] if history else None})
     return TrainResult(out, step, history)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    """The Hugging Face Trainer's schedules under TRL's names: warmup_steps wins over warmup_ratio."""
+    from transformers import get_scheduler
+
+    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else math.ceil(total_steps * cfg.warmup_ratio)
+    return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def _progress(total: int, done: int, enabled: bool):
