@@ -317,3 +317,67 @@ def test_a_weighted_mixture_is_seeded_and_schedules_warm_up(models, tmp_path):
                      "lr_scheduler_type": "cosine", "max_length": 64, "output_dir": str(tmp_path / "mix")},
                     progress=False).metrics
     assert [round(m["learning_rate"], 8) for m in metrics] == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])
+
+
+def test_held_out_evaluation_matches_trls_evaluate_and_splits_by_prompt(models, tmp_path):
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from prefsynth.train.data import load_rows, split_rows
+    from prefsynth.train.sources import Source
+
+    train_file = pairs_parquet(tmp_path / "train.parquet", n=6)
+    held_rows = trl_rows("conversational", "explicit", n=4)  # equal batches: TRL averages its per-batch means
+    held_file = tmp_path / "held.parquet"
+    pq.write_table(pa.Table.from_pylist(held_rows), held_file)
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models["policy"]),
+        ref_model=AutoModelForCausalLM.from_pretrained(models["ref"]),
+        args=DPOConfig(output_dir=str(tmp_path / "trl"), per_device_eval_batch_size=2, report_to=[], use_cpu=True,
+                       bf16=False, max_length=40),
+        train_dataset=datasets.Dataset.from_list(held_rows), eval_dataset=datasets.Dataset.from_list(held_rows),
+        processing_class=AutoTokenizer.from_pretrained(models["policy"]),
+    )
+    expected = trainer.evaluate()
+    metrics = train({"model": models["policy"], "ref_model": models["ref"], "dataset": str(train_file),
+                     "eval_dataset": str(held_file), "eval_every": 2, "batch_size": 2, "max_steps": 3,
+                     "learning_rate": 1e-12, "max_length": 40, "output_dir": str(tmp_path / "ours")}, progress=False).metrics
+    assert [("eval_loss" in m) for m in metrics] == [False, True, True]  # every 2 steps and after the last
+    for name in ("eval_loss", "eval_rewards/chosen", "eval_rewards/margins", "eval_rewards/accuracies", "eval_logps/chosen"):
+        assert metrics[1][name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+
+    rows, _ = load_rows([Source(str(pairs_parquet(tmp_path / "many.parquet", n=40)))], seed=0)
+    doubled = type(rows)(pa.concat_tables([rows.table, rows.table]), rows.kind, rows.conversational)  # 2 pairs per prompt
+    kept, held = split_rows(doubled, 0.25, seed=1)
+    assert 0 < held.num_rows < doubled.num_rows and kept.num_rows + held.num_rows == 80
+    assert not set(kept.table["prompt_key"].to_pylist()) & set(held.table["prompt_key"].to_pylist())
+    assert split_rows(doubled, 0.25, seed=1)[1].table.equals(held.table)
+    summary = train({"model": models["policy"], "dataset": str(tmp_path / "many.parquet"), "eval_fraction": 0.25,
+                     "loss": "simpo", "batch_size": 4, "max_steps": 1, "max_length": 64, "output_dir": str(tmp_path / "f")},
+                    progress=False)
+    assert "eval_loss" in summary.metrics[-1]
+    data = json.loads((tmp_path / "f" / "summary.json").read_text())["data"]
+    assert data["rows"] + data["eval"]["rows"] == 40 and data["eval"]["rows"] > 0
+
+
+@pytest.mark.parametrize("reporter", ["tensorboard", "wandb"])
+def test_report_to_sends_the_step_records_or_names_the_missing_package(models, tmp_path, reporter):
+    import importlib.util
+
+    data = pairs_parquet(tmp_path / "d.parquet", n=4)
+    run = {"model": models["policy"], "dataset": str(data), "loss": "simpo", "batch_size": 2, "max_steps": 2,
+           "max_length": 64, "report_to": [reporter], "output_dir": str(tmp_path / "out")}
+    if importlib.util.find_spec(reporter) is None:
+        with pytest.raises(RuntimeError, match=rf"pip install 'prefsynth\[{reporter}\]'"):
+            train(run, progress=False)
+        assert not (tmp_path / "out" / "metrics.jsonl").exists()  # refused before any work
+        return
+    if reporter != "tensorboard":
+        pytest.skip(f"{reporter} is installed: its own servers are out of reach here")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = train(run, progress=False).metrics
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard")).Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert logged == [(m["step"], pytest.approx(m["loss"], rel=1e-6)) for m in metrics]

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import torch
 
 from prefsynth.train.config import TrainConfig
-from prefsynth.train.data import Sequences, load_rows, tokenize
+from prefsynth.train.data import Sequences, load_rows, split_rows, tokenize
 from prefsynth.train.logprobs import sequence_logps
 from prefsynth.train.losses import group_contrastive_loss, pair_loss
+from prefsynth.train.reporting import Reporters, check_reporters
 
 CHECKPOINT = "checkpoint"
 
@@ -181,12 +182,18 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     from prefsynth.models import materialize
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
+    check_reporters(cfg.report_to)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(materialize(cfg.model))
     data, data_folder = load_rows(cfg.sources, cfg.seed)
+    held, held_folder = None, None
+    if cfg.eval_fraction:
+        (data, held), held_folder = split_rows(data, cfg.eval_fraction, cfg.seed), data_folder
+    elif cfg.eval_sources:
+        held, held_folder = load_rows(cfg.eval_sources, cfg.seed)
     where = ", ".join(s.label for s in cfg.sources)
     if data.kind == "lists" and cfg.loss != "group_contrastive":
         raise ValueError(f"{where} holds list-wise data (AMPO/MPO): use loss group_contrastive, not {cfg.loss}")
@@ -202,6 +209,16 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
            else np.zeros(len(sequences.ids)))
     lengths = torch.tensor(sequences.completion_lengths(), dtype=torch.float32)
     tokens = sequences.lengths
+    held_out = None
+    if held is not None:
+        if held.kind != data.kind:
+            raise ValueError(f"the eval data holds {held.kind} but the training data {data.kind}")
+        held_sequences = tokenize(held, tokenizer, cfg.max_length)
+        data_summary["eval"] = {"rows": held_sequences.groups, "rejected": dict(sorted(held.rejected.items()))}
+        if held_sequences.groups:
+            held_ref = (reference_logps(cfg, held_sequences, tokenizer, device, held_folder) if cfg.uses_reference
+                        else np.zeros(len(held_sequences.ids)))
+            held_out = (held_sequences, held_ref, torch.tensor(held_sequences.completion_lengths(), dtype=torch.float32))
 
     model = _policy(cfg, device)
     steps_per_epoch = max(1, sequences.groups // cfg.batch_size)
@@ -218,6 +235,7 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     elif metrics_path.exists():
         metrics_path.unlink()
     history = []
+    reporters = Reporters(cfg.report_to, out, cfg.run_name or out.name, cfg.model_dump(mode="json"), resume)
     bar = _progress(total_steps, step, progress)
     micro = cfg.batch_size // cfg.gradient_accumulation
     while step < total_steps:
@@ -246,31 +264,57 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
         seen_tokens += step_tokens
         if device.type == "cuda":
             torch.cuda.synchronize()
-        n = len(groups)
         record = {
-            "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": sums["loss"] / n,
-            "rewards/chosen": sums["chosen"] / n, "rewards/rejected": sums["rejected"] / n,
-            "rewards/accuracies": sums["accuracy"] / n, "rewards/margins": sums["margin"] / n,
-            "logps/chosen": sums["logps_c"] / n, "logps/rejected": sums["logps_r"] / n,
+            "step": step, "epoch": round(step / steps_per_epoch, 4), **_named(sums, len(groups)),
             "grad_norm": float(norm), "learning_rate": learning_rate, "num_tokens": seen_tokens,
             "tokens_per_s": step_tokens / (time.perf_counter() - started),
         }
+        if held_out is not None and (step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            record.update(_named(evaluate(cfg, model, *held_out, device), held_out[0].groups, prefix="eval_"))
         if step == 1:  # what the data lost, once, beside the first step's figures
             record.update({"data/rows": total_rows, "data/trained": sequences.groups,
                            **{f"data/rejected/{reason}": n for reason, n in data.rejected.items()}})
         history.append(record)
         with metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        reporters.log(record)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
             _save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, seen_tokens)
     bar.close()
+    reporters.close()
     model.save_pretrained(out / "model")  # the LoRA adapter alone when training one
     tokenizer.save_pretrained(out / "model")
     _write_json(out / "summary.json", {"data": data_summary, "steps": step, "num_tokens": seen_tokens,
                                        "final": history[-1] if history else None})
     return TrainResult(out, step, history)
+
+
+def _named(sums: dict, groups: int, prefix: str = "") -> dict:
+    """Per-step (or per-eval) means under TRL's metric names."""
+    names = {"loss": "loss", "chosen": "rewards/chosen", "rejected": "rewards/rejected", "accuracy": "rewards/accuracies",
+             "margin": "rewards/margins", "logps_c": "logps/chosen", "logps_r": "logps/rejected"}
+    return {prefix + name: sums[key] / groups for key, name in names.items()}
+
+
+def evaluate(cfg: TrainConfig, model, sequences: Sequences, ref: np.ndarray, lengths: torch.Tensor, device) -> dict:
+    """Sums of the loss and reward metrics over held-out groups, in no-grad batches of batch_size
+    (in eval mode, as TRL's evaluation loop)."""
+    training = model.training
+    model.eval()
+    sums = dict.fromkeys(("loss", "chosen", "rejected", "accuracy", "margin", "logps_c", "logps_r"), 0.0)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+        for begin in range(0, sequences.groups, cfg.batch_size):
+            rows = sequences.rows_of(np.arange(begin, min(begin + cfg.batch_size, sequences.groups)))
+            logps = sequence_logps(model, [sequences.ids[i] for i in rows], sequences.completion_start[rows],
+                                   cfg.logprob_chunk).float()
+            losses, part = _step_losses(cfg, sequences, rows, logps, ref, lengths, device)
+            part["loss"] = losses.sum().item()
+            for name, value in part.items():
+                sums[name] += value
+    model.train(training)
+    return sums
 
 
 def _write_json(path: Path, value: dict) -> None:
