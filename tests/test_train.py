@@ -91,6 +91,33 @@ def test_packed_log_probs_equal_one_sequence_at_a_time_and_full_logits(tiny_mode
     assert np.allclose(packed.numpy(), direct, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", ["eager", "flex_attention"])
+def test_every_attention_kernel_gives_the_same_packed_log_probs(tiny_models, kernel):
+    """Packed rows under each kernel (flex_attention: a document mask that skips the other
+    sequences' blocks) against SDPA's block-diagonal mask, per sequence, fp32; gradients too where
+    the kernel has a backward pass on this device (flex_attention has none on the CPU)."""
+    from transformers import AutoModelForCausalLM
+
+    rng = np.random.default_rng(1)
+    sequences = [list(rng.integers(3, 200, size=n)) for n in (130, 7, 64, 200, 33)]
+    starts = [100, 2, 10, 150, 32]
+    backward = kernel != "flex_attention"
+    results = {}
+    for name in ("sdpa", kernel):
+        model = AutoModelForCausalLM.from_pretrained(tiny_models["tiny-chat"], attn_implementation=name,
+                                                     dtype=torch.float32)
+        with torch.set_grad_enabled(backward):
+            logps = sequence_logps(model, sequences, starts, chunk=64)
+        if backward:
+            logps.sum().backward()
+        results[name] = (logps.detach(), model.get_input_embeddings().weight.grad)
+    (reference, reference_grad), (other, other_grad) = results["sdpa"], results[kernel]
+    assert torch.allclose(other, reference, rtol=1e-5, atol=1e-5), (other - reference).abs().max()
+    if backward:
+        relative = float((other_grad - reference_grad).norm() / reference_grad.norm())
+        assert relative < 1e-5, relative
+
+
 def test_every_loss_against_its_formula():
     rng = np.random.default_rng(1)
     pc, pr, rc, rr = (rng.normal(-30, 5, 6) for _ in range(4))
