@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefsynth.train.formats import TOO_LONG, Rows, canonical, combine
+from prefsynth.train.formats import TOO_LONG, Rows, canonical, check_one_format
 from prefsynth.train.sources import Source, mix, read_source
 
 
@@ -128,9 +128,11 @@ def load_rows(sources: list[Source], seed: int) -> tuple[Rows, Path | None]:
         table, folder = read_source(source)
         parts.append(canonical(table, source.label))
         folders.append(folder)
-    rows = combine(parts, [s.label for s in sources]) if len(parts) > 1 else parts[0]
-    if len(sources) > 1 or sources[0].weight != 1:
-        rows.table = mix([p.table for p in parts], [s.weight for s in sources], seed)
+    if len(sources) == 1 and sources[0].weight == 1:
+        return parts[0], folders[0]
+    check_one_format(parts, [s.label for s in sources])
+    rows = Rows(mix([p.table for p in parts], [s.weight for s in sources], seed), parts[0].kind,
+                parts[0].conversational, sum((p.rejected for p in parts), Counter()))
     return rows, folders[0] if len(sources) == 1 else None
 
 

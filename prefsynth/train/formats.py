@@ -85,7 +85,7 @@ def extract_prompt(chosen, rejected):
     return chosen[:idx], chosen[idx:], rejected[idx:]
 
 
-def _implicit(table: pa.Table, conversational: bool) -> pa.Table:
+def _implicit(table: pa.Table) -> pa.Table:
     split = [extract_prompt(c, r) for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())]
     kind = table.schema.field("chosen").type
     columns = {name: pa.array([s[i] for s in split], type=kind) for i, name in enumerate(("prompt", "chosen", "rejected"))}
@@ -158,7 +158,7 @@ def canonical(table: pa.Table, label: str) -> Rows:
     if "prompt" not in names:
         if lists:
             raise DatasetSourceError(f"{label}: list-wise rows (chosen_ids / rejected_ids) need a prompt column")
-        table = _implicit(table, conversational)
+        table = _implicit(table)
     empty = _empty(table["chosen"], conversational, lists) | _empty(table["rejected"], conversational, lists)
     chosen, other = table["chosen"].to_pylist(), table["rejected"].to_pylist()
     identical = np.array([c == r or (lists and any(a in r for a in c)) for c, r in zip(chosen, other)], dtype=bool) & ~empty
@@ -186,14 +186,11 @@ def _keyed(table: pa.Table, lists: bool) -> pa.Table:
     return pa.table(columns)
 
 
-def combine(parts: list[Rows], labels: list[str]) -> Rows:
-    """Rows of several sources (a mixture) as one; they must agree on kind and style."""
+def check_one_format(parts: list[Rows], labels: list[str]) -> None:
+    """A mixture's sources must agree on kind (pairs / lists) and style (conversational / plain text)."""
     first = parts[0]
+    describe = lambda r: f"{'conversational' if r.conversational else 'plain-text'} {r.kind}"  # noqa: E731
     for part, label in zip(parts[1:], labels[1:]):
         if (part.kind, part.conversational) != (first.kind, first.conversational):
-            describe = lambda r: f"{'conversational' if r.conversational else 'plain-text'} {r.kind}"  # noqa: E731
             raise DatasetSourceError(f"{label} holds {describe(part)} but {labels[0]} holds {describe(first)}: "
                                      "a mixture needs one format")
-    rejected = sum((part.rejected for part in parts), Counter())
-    table = pa.concat_tables([part.table for part in parts], promote_options="permissive")
-    return Rows(table, first.kind, first.conversational, rejected)

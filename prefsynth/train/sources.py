@@ -143,12 +143,3 @@ def mix(tables: list[pa.Table], weights: list[float], seed: int) -> pa.Table:
     if not parts:
         raise DatasetSourceError("the mixture's weights select no rows")
     return _concat(parts, "the mixture")
-
-
-def read_sources(sources: list[Source], seed: int) -> tuple[pa.Table, Path | None]:
-    """All sources as one table; a single source with weight 1 is read as is."""
-    read = [read_source(source) for source in sources]
-    if len(read) == 1 and sources[0].weight == 1:
-        return read[0]
-    folder = read[0][1] if len(read) == 1 else None
-    return mix([table for table, _ in read], [s.weight for s in sources], seed), folder

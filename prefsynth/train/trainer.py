@@ -79,31 +79,36 @@ def cache_dir(data_folder: Path | None) -> Path:
     return folder / "_ref_logps"
 
 
-def reference_logps(cfg: TrainConfig, sequences: Sequences, tokenizer, device, data_folder: Path | None) -> np.ndarray:
-    """Reference log-probs of every sequence, computed once in a no-grad pass and stored beside the
-    dataset under a key of (reference model, tokenizer, chat template, max_length, pairs)."""
-    key = hashlib.sha256(json.dumps({
-        "model": _fingerprint(cfg.ref_model or cfg.model), "template": tokenizer.chat_template or "",
-        "vocab": len(tokenizer), "max_length": cfg.max_length, "groups": sequences.keys,
-        "tokens": hashlib.sha256(np.concatenate([np.asarray(s) for s in sequences.ids]).tobytes()).hexdigest(),
-    }, sort_keys=True).encode()).hexdigest()[:24]
-    cache = cache_dir(data_folder) / f"{key}.parquet"
-    if cache.is_file():
-        return pq.read_table(cache)["logps"].to_numpy()
-    model = load_model(cfg.ref_model or cfg.model, cfg.dtype, device, cfg.attention).eval()
-    values = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
-        for begin in range(0, len(sequences.ids), 2 * cfg.batch_size):
-            part = slice(begin, begin + 2 * cfg.batch_size)
-            values.append(sequence_logps(model, sequences.ids[part], sequences.completion_start[part],
-                                         cfg.logprob_chunk).float().cpu().numpy())
+def reference_logps(cfg: TrainConfig, datasets: list[tuple[Sequences, Path | None]], tokenizer, device) -> list[np.ndarray]:
+    """Reference log-probs of every sequence of each (sequences, data folder), computed once in a
+    no-grad pass and stored beside its data under a key of (reference model, tokenizer, chat
+    template, max_length, pairs). The reference model is loaded once, and only if a cache misses."""
+    model, results = None, []
+    for sequences, data_folder in datasets:
+        key = hashlib.sha256(json.dumps({
+            "model": _fingerprint(cfg.ref_model or cfg.model), "template": tokenizer.chat_template or "",
+            "vocab": len(tokenizer), "max_length": cfg.max_length, "groups": sequences.keys,
+            "tokens": hashlib.sha256(np.concatenate([np.asarray(s) for s in sequences.ids]).tobytes()).hexdigest(),
+        }, sort_keys=True).encode()).hexdigest()[:24]
+        cache = cache_dir(data_folder) / f"{key}.parquet"
+        if cache.is_file():
+            results.append(pq.read_table(cache)["logps"].to_numpy())
+            continue
+        model = model or load_model(cfg.ref_model or cfg.model, cfg.dtype, device, cfg.attention).eval()
+        values = []
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+            for begin in range(0, len(sequences.ids), 2 * cfg.batch_size):
+                part = slice(begin, begin + 2 * cfg.batch_size)
+                values.append(sequence_logps(model, sequences.ids[part], sequences.completion_start[part],
+                                             cfg.logprob_chunk).float().cpu().numpy())
+        logps = np.concatenate(values) if values else np.zeros(0)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_suffix(".tmp")
+        pq.write_table(pa.table({"logps": logps}), temporary)
+        temporary.replace(cache)
+        results.append(logps)
     del model
-    logps = np.concatenate(values) if values else np.zeros(0)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_suffix(".tmp")
-    pq.write_table(pa.table({"logps": logps}), temporary)
-    temporary.replace(cache)
-    return logps
+    return results
 
 
 @dataclass
@@ -205,20 +210,23 @@ def train(config: TrainConfig | dict, *, resume: bool = False, progress: bool = 
     if sequences.groups == 0:
         raise ValueError(f"{where}: no row can be trained on ({total_rows} rows; left out: "
                          f"{', '.join(f'{n} {r}' for r, n in data.rejected.items()) or 'none'})")
-    ref = (reference_logps(cfg, sequences, tokenizer, device, data_folder) if cfg.uses_reference
-           else np.zeros(len(sequences.ids)))
     lengths = torch.tensor(sequences.completion_lengths(), dtype=torch.float32)
     tokens = sequences.lengths
-    held_out = None
+    datasets = [(sequences, data_folder)]
     if held is not None:
         if held.kind != data.kind:
             raise ValueError(f"the eval data holds {held.kind} but the training data {data.kind}")
         held_sequences = tokenize(held, tokenizer, cfg.max_length)
         data_summary["eval"] = {"rows": held_sequences.groups, "rejected": dict(sorted(held.rejected.items()))}
         if held_sequences.groups:
-            held_ref = (reference_logps(cfg, held_sequences, tokenizer, device, held_folder) if cfg.uses_reference
-                        else np.zeros(len(held_sequences.ids)))
-            held_out = (held_sequences, held_ref, torch.tensor(held_sequences.completion_lengths(), dtype=torch.float32))
+            datasets.append((held_sequences, held_folder))
+    refs = (reference_logps(cfg, datasets, tokenizer, device) if cfg.uses_reference
+            else [np.zeros(len(s.ids)) for s, _ in datasets])
+    ref = refs[0]
+    held_out = None
+    if len(datasets) > 1:
+        held_sequences = datasets[1][0]
+        held_out = (held_sequences, refs[1], torch.tensor(held_sequences.completion_lengths(), dtype=torch.float32))
 
     model = _policy(cfg, device)
     steps_per_epoch = max(1, sequences.groups // cfg.batch_size)
