@@ -32,6 +32,10 @@ PROMPTS_STAGE = "prompts"
 ERROR_FD_ENV = "PREFSYNTH_ERROR_FD"  # the worker reports why it failed through this pipe
 DEBUG_ENV = "PREFSYNTH_DEBUG"  # set by `--debug`: full tracebacks, from the build and its workers
 MAX_REPORT = 16_000  # bytes of a worker's failure report that the build keeps
+# `STAGE:N`: the process writing STAGE stops itself (SIGSTOP) after its N-th shard, so a
+# crash-recovery test can kill the run from outside at an exact point instead of racing a
+# toy model whose shards come milliseconds apart on a fast machine.
+PAUSE_ENV = "PREFSYNTH_PAUSE_AFTER"
 
 
 def debugging() -> bool:
@@ -94,10 +98,14 @@ class ShardSink:
         self.rows = {s: pq.read_metadata(prompts.shard_path(s)).num_rows for s in shards}
         self.bar = tqdm(total=sum(self.rows.values()), desc=plan.name, unit="prompt", disable=not progress,
                         dynamic_ncols=True)
-        self.started, self.tokens = time.perf_counter(), 0.0
+        self.started, self.tokens, self.written = time.perf_counter(), 0.0, 0
+        self.pause_at = _pause_point(plan.name)
 
     def write(self, shard: int, output: ShardOutput, seconds: float) -> None:
         self.stage.write_shard(shard, output.table, output.rejects, wall_s=f"{seconds:.3f}")
+        self.written += 1
+        if self.written == self.pause_at:
+            os.kill(os.getpid(), signal.SIGSTOP)
         self.tokens += output.stats.get("output_tokens", 0)
         self.bar.update(self.rows[shard])
         if self.tokens:
@@ -108,6 +116,11 @@ class ShardSink:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.close()
+
+
+def _pause_point(stage: str) -> int | None:
+    name, _, count = os.environ.get(PAUSE_ENV, "").rpartition(":")
+    return int(count) if name == stage and count.isdigit() else None
 
 
 def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True) -> None:

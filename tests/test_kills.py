@@ -64,10 +64,10 @@ def _shards(stage_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 class Build:
-    def __init__(self, command: list[str], log: Path):
+    def __init__(self, command: list[str], log: Path, env: dict[str, str] | None = None):
         self.tag, self.log, self.sessions = uuid.uuid4().hex, log, set()
         self.process = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=dict(os.environ, **{TAG: self.tag}))
+                                        start_new_session=True, env=dict(os.environ, **(env or {}), **{TAG: self.tag}))
 
     def wait_for(self, condition, what: str, timeout: float = 900) -> None:
         deadline = time.monotonic() + timeout
