@@ -216,13 +216,40 @@ def inspect(run_dir: Path = typer.Argument(..., help="Run directory."), rows: in
 def train_command(
     config: Path = typer.Argument(..., help="Training config YAML (see prefsynth/train/config.py)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from output_dir/checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1,
+                              help="Processes (devices) on this machine: >1 launches torchrun with FSDP2."),
 ) -> None:
     """Train a policy with DPO (or IPO, SimPO, ORPO, ...) on an exported dataset."""
     from prefsynth.train import load_train_config, train
 
-    result = train(load_train_config(config), resume=resume)
-    last = result.metrics[-1] if result.metrics else {}
-    out.print(f"{result.steps} steps, loss {last.get('loss', float('nan')):.4f} -> {result.output_dir / 'model'}")
+    cfg = load_train_config(config)
+    if nproc > 1:
+        _torchrun(config, nproc, resume)
+        import json
+
+        final = json.loads((Path(cfg.output_dir) / "summary.json").read_text())
+        steps, last = final["steps"], final.get("final") or {}
+    else:
+        result = train(cfg, resume=resume)
+        steps, last = result.steps, (result.metrics[-1] if result.metrics else {})
+    out.print(f"{steps} steps, loss {last.get('loss', float('nan')):.4f} -> {Path(cfg.output_dir) / 'model'}")
+
+
+def _torchrun(config: Path, nproc: int, resume: bool) -> None:
+    """One machine, `nproc` ranks, through torchrun itself (its elastic agent forwards signals and
+    tears every rank down when one fails). Several machines: run torchrun on each (README)."""
+    import subprocess
+
+    from prefsynth.processes import die_with_parent
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "prefsynth.train", str(config), *(["--resume"] if resume else [])]
+    parent = os.getpid()
+    code = subprocess.Popen(command, preexec_fn=lambda: die_with_parent(parent)).wait()
+    if code != 0:
+        out.print(f"[red]training with {nproc} processes failed (torchrun exit code {code}); "
+                  "each rank's error is printed above[/red]")
+        raise typer.Exit(1)
 
 
 @app.command("push")
