@@ -1,5 +1,4 @@
 """Both notebooks run top to bottom in a real Jupyter kernel on the demo models; committed without outputs."""
-import os
 from pathlib import Path
 
 import nbformat

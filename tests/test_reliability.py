@@ -4,13 +4,11 @@ rejection, never a traceback. The kill and damaged-shard cases that need engines
 test_kills.py."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from prefsynth.config import Source

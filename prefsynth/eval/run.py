@@ -9,7 +9,6 @@ answers. Then RUN/eval/judgments.parquet (every compare shard), RUN/eval/summary
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from prefsynth import langid, langs
 from prefsynth.config import LanguageIdFilter

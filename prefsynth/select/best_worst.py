@@ -1,7 +1,6 @@
 """best_worst: chosen = the highest score, rejected = the lowest. What every peer tool does."""
 from __future__ import annotations
 
-import numpy as np
 
 from prefsynth.select.groups import Groups
 from prefsynth.select.result import Pairs

@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from prefsynth import langid, langs, schemas
 from prefsynth.config import Translate
