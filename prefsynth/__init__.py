@@ -5,7 +5,7 @@ API) does not pull in the whole pipeline and its dependencies."""
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Pipeline", "PipelineConfig", "BuildResult", "ConfigError", "evaluate", "load", "__version__"]
+__all__ = ["Pipeline", "PipelineConfig", "BuildResult", "ConfigError", "evaluate", "iterate", "load", "__version__"]
 
 
 def load(run_dir, config: str | None = None):
@@ -31,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from prefsynth.eval import run
 
         return getattr(run, name)
+    if name in ("iterate", "IterateResult"):
+        from prefsynth.iteration import rounds
+
+        return getattr(rounds, name)
     if name in ("PipelineConfig", "ConfigError"):
         from prefsynth import config
 

@@ -108,6 +108,57 @@ def eval_command(
     print_eval_summary(result)
 
 
+@app.command("iterate")
+def iterate_command(
+    config: Path = typer.Argument(..., help="Iterate YAML file (build, rounds, train, ...)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Root of the round folders (default: runs/<name>)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="local or ray, for every round's build (default: the build config's executor)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="With --executor ray: auto (running cluster), ray://HOST:10001, or local."),
+) -> None:
+    """On-policy rounds: build with the current policy, train on the round's pairs, repeat.
+    Rerunning the same command resumes; raising `rounds` computes only the new rounds."""
+    from prefsynth.iteration import IterateError, iterate, load
+
+    try:
+        cfg = load(config)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        raise typer.Exit(2)
+    root = run_dir or Path("runs") / cfg.name
+    chosen = _executor(cfg.pipeline.executor, executor, ray_address) if (executor or ray_address) else None
+    _interrupted_note[0] = f"finished rounds, shards and checkpoints are kept in {root}; rerun the same command to resume"
+    try:
+        result = iterate(cfg, root, executor=chosen, progress=not quiet)
+    except IterateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(1)
+    print_iterate_summary(result)
+
+
+def print_iterate_summary(result) -> None:
+    table = Table(title=f"{result.summary['name']}: {len(result.rounds)} round(s) in {result.root}")
+    for column in ("round", "policy", "pairs", "reward mean", "win-rate", "train loss"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for r in result.rounds:
+        loss = r.get("train_loss_last")
+        table.add_row(str(r["round"]), r["policy"], str(r["pairs"]), f"{r['reward_mean']:.3f}",
+                      _percent(r.get("win_rate")), "-" if loss is None else f"{loss:.4f}")
+    out.print(table)
+    frame = result.table()
+    if not frame.empty:
+        wide = frame.pivot(index="language", columns="round", values="reward_mean")
+        languages = Table(title="reward mean per language and round")
+        languages.add_column("language")
+        for index in wide.columns:
+            languages.add_column(f"round {index}", justify="right")
+        for language, row in wide.iterrows():
+            languages.add_row(language, *(f"{value:.3f}" for value in row))
+        out.print(languages)
+
+
 def _executor(configured, executor: str | None, ray_address: str | None):
     """The executor section after --executor / --ray-address."""
     from prefsynth.config import LocalExecutor, RayExecutor
@@ -224,7 +275,13 @@ def train_command(
 
     cfg = load_train_config(config)
     if nproc > 1:
-        _torchrun(config, nproc, resume)
+        from prefsynth.train.launch import TrainingFailed, torchrun
+
+        try:
+            torchrun(config, nproc, resume)
+        except TrainingFailed as error:
+            out.print(f"[red]{error}[/red]")
+            raise typer.Exit(1)
         import json
 
         final = json.loads((Path(cfg.output_dir) / "summary.json").read_text())
@@ -233,23 +290,6 @@ def train_command(
         result = train(cfg, resume=resume)
         steps, last = result.steps, (result.metrics[-1] if result.metrics else {})
     out.print(f"{steps} steps, loss {last.get('loss', float('nan')):.4f} -> {Path(cfg.output_dir) / 'model'}")
-
-
-def _torchrun(config: Path, nproc: int, resume: bool) -> None:
-    """One machine, `nproc` ranks, through torchrun itself (its elastic agent forwards signals and
-    tears every rank down when one fails). Several machines: run torchrun on each (README)."""
-    import subprocess
-
-    from prefsynth.processes import die_with_parent
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "prefsynth.train", str(config), *(["--resume"] if resume else [])]
-    parent = os.getpid()
-    code = subprocess.Popen(command, preexec_fn=lambda: die_with_parent(parent)).wait()
-    if code != 0:
-        out.print(f"[red]training with {nproc} processes failed (torchrun exit code {code}); "
-                  "each rank's error is printed above[/red]")
-        raise typer.Exit(1)
 
 
 @app.command("push")
@@ -279,9 +319,14 @@ def push_command(
 def report_command(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
     """Write RUN/report/index.html: per-language funnel, score distributions, margins, length bias,
     language-ID confusion, judge agreement, diversity (self-contained, opens offline); for an eval
-    run, RUN/report/eval.html."""
+    run, RUN/report/eval.html; for an iterate root, ROOT/report/rounds.html (per-round curves)."""
     from prefsynth.report.html import write_report
 
+    if _is_iterate_root(run_dir):
+        from prefsynth.report.rounds_html import write_rounds_report
+
+        out.print(f"report -> {write_rounds_report(run_dir)}")
+        return
     _require_run_dir(run_dir)
     if (run_dir / "eval" / "summary.json").is_file():
         from prefsynth.report.eval_html import write_eval_report
@@ -340,6 +385,13 @@ def tiny_models(
         raise typer.Exit(1)
     for name, path in built.items():
         out.print(f"{name}: {path}")
+
+
+def _is_iterate_root(root: Path) -> bool:
+    import json
+
+    summary = root / "summary.json"
+    return summary.is_file() and "rounds" in json.loads(summary.read_text())
 
 
 def _require_run_dir(run_dir: Path) -> None:

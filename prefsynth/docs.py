@@ -9,6 +9,7 @@ from pydantic_core import PydanticUndefined
 
 from prefsynth import config as c
 from prefsynth.eval import config as eval_config
+from prefsynth.iteration import config as iterate_config
 from prefsynth.train import config as train_config
 
 SECTIONS = [
@@ -44,6 +45,7 @@ SECTIONS = [
     ("prefsynth eval: language_id", eval_config.AnswerLanguage),
     ("prefsynth eval: decontaminate", eval_config.Decontaminate),
     ("prefsynth train: lora", train_config.LoraOptions),
+    ("prefsynth iterate: iterate config", iterate_config.IterateConfig),
 ]
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from prefsynth.processes import die_with_parent, guard_children, kill_group
+from prefsynth.processes import die_with_parent, guard_children, kill_group, pause_if
 from prefsynth.runs import RunDirError, RunDir, write_json_atomic
 from prefsynth.stages import Op, ShardInput, ShardOutput, op_from_spec
 
@@ -35,9 +35,6 @@ MAX_REPORT = 16_000  # bytes of a worker's failure report that the build keeps
 # `STAGE:N`: the process writing STAGE stops itself (SIGSTOP) after its N-th shard, so a
 # crash-recovery test can kill the run from outside at an exact point instead of racing a
 # toy model whose shards come milliseconds apart on a fast machine.
-PAUSE_ENV = "PREFSYNTH_PAUSE_AFTER"
-
-
 def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -99,13 +96,11 @@ class ShardSink:
         self.bar = tqdm(total=sum(self.rows.values()), desc=plan.name, unit="prompt", disable=not progress,
                         dynamic_ncols=True)
         self.started, self.tokens, self.written = time.perf_counter(), 0.0, 0
-        self.pause_at = _pause_point(plan.name)
 
     def write(self, shard: int, output: ShardOutput, seconds: float) -> None:
         self.stage.write_shard(shard, output.table, output.rejects, wall_s=f"{seconds:.3f}")
         self.written += 1
-        if self.written == self.pause_at:
-            os.kill(os.getpid(), signal.SIGSTOP)
+        pause_if(self.stage.name, self.written)
         self.tokens += output.stats.get("output_tokens", 0)
         self.bar.update(self.rows[shard])
         if self.tokens:
@@ -116,11 +111,6 @@ class ShardSink:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.close()
-
-
-def _pause_point(stage: str) -> int | None:
-    name, _, count = os.environ.get(PAUSE_ENV, "").rpartition(":")
-    return int(count) if name == stage and count.isdigit() else None
 
 
 def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True) -> None:

@@ -61,6 +61,21 @@ def is_adapter(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
+def fingerprint(ref: str) -> str | None:
+    """What changes when a local model folder is rewritten in place (a policy retrained at the same
+    path, as `prefsynth iterate` does): each file's name, size and modification time. None for Hub
+    ids and fixtures, whose name is their identity."""
+    import hashlib
+    import json
+
+    folder = Path(ref)
+    if ref.startswith(FIXTURE_PREFIX) or not folder.is_dir():
+        return None
+    files = {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns]
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def materialize(ref: str) -> str:
     """What to hand to vLLM / transformers: a folder path or a Hub id. A LoRA adapter folder
     becomes its base model with the adapter merged in (cached, see `merged_adapter`)."""

@@ -69,3 +69,18 @@ def kill_group(group: int) -> None:
         os.killpg(group, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+PAUSE_ENV = "PREFSYNTH_PAUSE_AFTER"
+
+
+def pause_point(name: str) -> int | None:
+    """`PREFSYNTH_PAUSE_AFTER=NAME:N` (tests): the count after which `NAME` stops its own process,
+    so a test's kill lands at a known moment (a stage's N-th shard, training's checkpoint at step N)."""
+    found, _, count = os.environ.get(PAUSE_ENV, "").rpartition(":")
+    return int(count) if found == name and count.isdigit() else None
+
+
+def pause_if(name: str, count: int) -> None:
+    if pause_point(name) == count:
+        os.kill(os.getpid(), signal.SIGSTOP)

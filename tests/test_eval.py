@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,7 +20,7 @@ import yaml
 
 from prefsynth.eval.config import parse
 from prefsynth.eval.stats import final_outcomes
-from prefsynth.executor import PAUSE_ENV
+from prefsynth.processes import PAUSE_ENV
 from tests.conftest import REPO
 from tests.test_kills import Build, _shards
 

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from prefsynth import langs, schemas
 from prefsynth.config import Generator
 from prefsynth.engine import engine_key, make_llm, max_model_len, request_seed
+from prefsynth.models import fingerprint
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
 
@@ -32,9 +33,12 @@ class Generate(Op):
     def __init__(self, generator: Generator, seed: int):
         self.generator = generator
         self.seed = generator.seed if generator.seed is not None else seed
+        self.model_fingerprint = fingerprint(generator.model)
 
     def config(self) -> dict:
-        return {"generator": self.generator.model_dump(mode="json"), "seed": self.seed}
+        # a local model rewritten in place (iterate's policy) changes the stage hash; Hub ids add nothing
+        extra = {"model_fingerprint": self.model_fingerprint} if self.model_fingerprint else {}
+        return {"generator": self.generator.model_dump(mode="json"), "seed": self.seed, **extra}
 
     @classmethod
     def from_config(cls, config: dict) -> "Generate":

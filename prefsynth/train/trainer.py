@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from prefsynth.processes import pause_if
 from prefsynth.train.config import TrainConfig
 from prefsynth.train import distributed
 from prefsynth.train.data import Sequences, load_rows, split_rows, tokenize
@@ -113,7 +114,9 @@ def reference_logps(cfg: TrainConfig, datasets: list[tuple[Sequences, Path | Non
         if ranks.main:
             cache.parent.mkdir(parents=True, exist_ok=True)
             temporary = cache.with_suffix(".tmp")
-            pq.write_table(pa.table({"logps": logps}), temporary)
+            # the reference it came from, readable without recomputing the key
+            table = pa.table({"logps": logps}).replace_schema_metadata({"reference": cfg.ref_model or cfg.model})
+            pq.write_table(table, temporary)
             temporary.replace(cache)
         results.append(logps)
     del model
@@ -331,6 +334,7 @@ def _train(cfg: TrainConfig, out: Path, ranks: Ranks, device: torch.device, *, r
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
             _save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, seen_tokens, ranks)
+            pause_if("train", step)
     bar.close()
     reporters.close()
     _save_model(out / "model", model, ranks)  # the LoRA adapter alone when training one
