@@ -222,3 +222,21 @@ def test_judge_with_policy_makes_the_round_policy_the_llm_judge(tmp_path):
     before = plans["generate.tiny-chat"].hash
     (policy / "model.safetensors").write_bytes(b"retrained")
     assert round_pipeline(cfg, str(policy), None, None).plan()[0].hash != before
+
+
+def test_eval_after_a_round_compares_the_policy_with_the_initial_one(iterated, tmp_path):
+    """`eval:` runs the eval config with the round's policy joining its baseline as `policy`; the
+    round's record carries the win-rate overall and per language."""
+    from prefsynth.iteration.rounds import round_record, run_eval
+    from prefsynth.pipeline import BuildResult
+
+    root, reference = iterated
+    cfg = IterateConfig.model_validate({**yaml.safe_load(_config(tmp_path / "e").read_text()),
+                                        "eval": str(REPO / "pipelines" / "eval-demo.yaml")})
+    policy = str(root / "round-00" / "train" / "model")
+    summary = run_eval(cfg, tmp_path / "eval", policy, None, progress=False)
+    assert set(summary["models"]) == {"policy"} and summary["baseline"] == "base"
+    assert summary["models_config"]["policy"] == policy
+    record = round_record(cfg, root, 0, "fixture:tiny-chat", BuildResult(root / "round-00" / "build"), summary)
+    assert 0 <= record["win_rate"] <= 1 and set(record["win_rate_by_language"]) == set(record["pairs_by_language"])
+    assert {k: v for k, v in record.items() if not k.startswith("win_rate")} == reference.rounds[0]
