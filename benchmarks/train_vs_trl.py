@@ -3,6 +3,11 @@
     python benchmarks/train_vs_trl.py       # GPU: rows 0.5b@1024, 1.5b@1024, 0.5b@2048; table last
     python benchmarks/train_vs_trl.py --rows 0.5b:1024            # one row
     python benchmarks/train_vs_trl.py --rows tiny:1024 --device cpu --steps 3 --warmup 1   # CPU check
+    python benchmarks/train_vs_trl.py --rows 0.5b:1024 --device cpu --layers 2 --steps 2 --warmup 1  # 24 GiB CPU
+
+`--layers N` keeps a shape's width and vocabulary but cuts its decoder layers: the logits memory that
+chunked log-probs save depends on the vocabulary and the tokens, not on depth, so the memory gap
+stays visible on a machine that cannot hold all 24 fp32 layers with AdamW.
 
 A row is SHAPE:MAX_LENGTH; at max_length 2048 the sequences are twice as long (~1,060 tokens).
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +49,8 @@ SHAPES = {  # Qwen2 configurations (random weights)
 VARIANTS = ("trl_default", "trl_tuned", "prefsynth")
 
 
-def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, seed: int = 0) -> float:
+def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, layers: int | None = None,
+          seed: int = 0) -> float:
     """A random-weight Qwen2 model, a byte-level BPE tokenizer trained on the synthetic words, and
     pairs of about `tokens` tokens per sequence. Returns the real tokens per step (8 pairs, both
     sequences, cut at max_length) as the reloaded tokenizer counts them.
@@ -76,7 +83,8 @@ def build(folder: Path, shape: str, max_length: int, tokens: int, steps: int, se
     )
     tokenizer.save_pretrained(folder / "model")
     torch.manual_seed(seed)
-    config = Qwen2Config(max_position_embeddings=max(4096, 2 * max_length), **SHAPES[shape])
+    config = Qwen2Config(max_position_embeddings=max(4096, 2 * max_length),
+                         **(SHAPES[shape] | ({"num_hidden_layers": layers} if layers else {})))
     Qwen2ForCausalLM(config).save_pretrained(folder / "model")
     per_word = len(tokenizer(text(1000)).input_ids) / 1000
     prompt_words, answer_words = int(tokens / 3 / per_word), int((tokens - tokens / 3 - 6) / per_word)
@@ -173,6 +181,14 @@ def run_prefsynth(folder: Path, args) -> dict:
             "tokens_per_step": result.metrics[-1]["num_tokens"] / len(result.metrics)}
 
 
+def failure(done: subprocess.CompletedProcess) -> str:
+    """Why a variant's process gave no result: a signal (the OOM killer leaves no stderr) or its stderr."""
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        return f"killed ({name}{', likely OOM' if name == 'SIGKILL' else ''})\n{done.stderr[-3000:]}"
+    return f"exit {done.returncode}\n{done.stderr[-3000:]}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="0.5b:1024,1.5b:1024,0.5b:2048", help="SHAPE:MAX_LENGTH,...")
@@ -183,6 +199,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--layers", type=int, default=None, help="Fewer decoder layers (width and vocabulary unchanged).")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,7 +217,7 @@ def main() -> None:
         shape, max_length = row.split(":")
         tokens = args.tokens * int(max_length) // 1024
         with tempfile.TemporaryDirectory(prefix="prefsynth-bench-") as tmp:
-            expected = build(Path(tmp), shape, int(max_length), tokens, args.warmup + args.steps)
+            expected = build(Path(tmp), shape, int(max_length), tokens, args.warmup + args.steps, args.layers)
             print(f"  {row}: {expected / 16:.0f} real tokens per sequence built", flush=True)
             for variant in args.variants.split(","):
                 command = [sys.executable, __file__, "--worker", variant, "--folder", tmp, "--device", args.device,
@@ -209,16 +226,22 @@ def main() -> None:
                                       env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
                 line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
                 if line is None:
-                    print(f"{row} {variant} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                    print(f"{row} {variant} failed: {failure(done)}", file=sys.stderr)
+                    table.append((shape, max_length, tokens, variant, {"failed": failure(done).splitlines()[0]}))
                     continue
                 result = json.loads(line[len("RESULT "):])
                 check_tokens(result, expected, f"{row} {variant}")
                 table.append((shape, max_length, tokens, variant, result))
                 print(f"  {row} {variant}: {result}", flush=True)
-    print(f"\ndevice {args.device}; 8 pairs/step; {args.steps} timed steps after {args.warmup} warm-up")
+    layers = f"{args.layers} decoder layers; " if args.layers else ""
+    print(f"\ndevice {args.device}; {layers}8 pairs/step; {args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'shape':<7}{'max_len':>8}{'tok/seq':>8}  {'variant':<13}{'tokens/s':>11}{'peak GiB':>10}{'vs TRL tuned':>14}")
     for shape, max_length, tokens, variant, result in table:
+        if "failed" in result:
+            print(f"{shape:<7}{max_length:>8}{tokens:>8}  {variant:<13}  {result['failed']}")
+            continue
         base = next((r for s_, m, _, v, r in table if (s_, m, v) == (shape, max_length, "trl_tuned")), None)
+        base = None if base is None or "failed" in base else base
         ratio = f"{result['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "-"
         print(f"{shape:<7}{max_length:>8}{tokens:>8}  {variant:<13}{result['tokens_per_s']:>11,.0f}"
               f"{result['peak_gib']:>10.2f}{ratio:>14}")
