@@ -667,6 +667,11 @@ class RayExecutor(Strict):
 
 
 Executor = Annotated[Union[LocalExecutor, RayExecutor], Field(discriminator="type")]
+ShardsInFlight = Annotated[int, Field(
+    ge=1, description="Shards a model stage runs at once against its one engine (local executor): the next "
+    "shard's requests are queued while the current one's last answers decode, so the engine never drains at a "
+    "shard boundary. Bounds the results held in memory. 1: one shard after another.",
+)]
 
 
 class PipelineConfig(Strict):
@@ -679,6 +684,7 @@ class PipelineConfig(Strict):
         description="Prompts per shard: the unit of resume and of one vLLM batch (x n candidates). Small shards "
         "resume finer but batch worse: below ~128 prompts generation slows by a few percent.",
     )
+    max_shards_in_flight: ShardsInFlight = 2
     sources: list[Source] = Field(min_length=1)
     balance: Balance | None = Field(None, description="Language quotas / stratified sampling of prompts (optional).")
     translate: Translate | None = Field(None, description="Prompt translation (optional).")

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from prefsynth.feed import EngineFeed
 from prefsynth.processes import die_with_parent, guard_children, kill_group, pause_if
 from prefsynth.runs import RunDirError, RunDir, write_json_atomic
 from prefsynth.stages import Op, ShardInput, ShardOutput, op_from_spec
@@ -96,15 +97,17 @@ class ShardSink:
         self.bar = tqdm(total=sum(self.rows.values()), desc=plan.name, unit="prompt", disable=not progress,
                         dynamic_ncols=True)
         self.started, self.tokens, self.written = time.perf_counter(), 0.0, 0
+        self.lock = threading.Lock()
 
     def write(self, shard: int, output: ShardOutput, seconds: float) -> None:
-        self.stage.write_shard(shard, output.table, output.rejects, wall_s=f"{seconds:.3f}")
-        self.written += 1
-        pause_if(self.stage.name, self.written)
-        self.tokens += output.stats.get("output_tokens", 0)
-        self.bar.update(self.rows[shard])
-        if self.tokens:
-            self.bar.set_postfix_str(f"{self.tokens / (time.perf_counter() - self.started):,.0f} tok/s")
+        with self.lock:  # shards in flight finish in threads of their own (feed.py): one writes at a time
+            self.stage.write_shard(shard, output.table, output.rejects, wall_s=f"{seconds:.3f}")
+            self.written += 1
+            pause_if(self.stage.name, self.written)
+            self.tokens += output.stats.get("output_tokens", 0)
+            self.bar.update(self.rows[shard])
+            if self.tokens:
+                self.bar.set_postfix_str(f"{self.tokens / (time.perf_counter() - self.started):,.0f} tok/s")
 
     def __enter__(self) -> "ShardSink":
         return self
@@ -113,19 +116,31 @@ class ShardSink:
         self.bar.close()
 
 
-def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True) -> None:
-    """Map the op over shards, writing each output atomically as soon as it is done."""
+def process_shards(run: RunDir, plan: StagePlan, shards: list[int], resource: Any, *, progress: bool = True,
+                   in_flight: int = 1) -> None:
+    """Map the op over shards, writing each output atomically as soon as it is done. With
+    `in_flight` > 1 and a generating vLLM engine, that many shards run at once against the one
+    engine (feed.py), so its queue never drains at a shard boundary."""
+    fed = EngineFeed.over(resource) if in_flight > 1 and len(shards) > 1 else None
     with ShardSink(run, plan, shards, progress=progress) as sink:
-        for shard in shards:
-            try:
-                inputs = read_input(run, plan, shard)
-                t0 = time.perf_counter()
-                output = plan.op.process(resource, inputs)
-                sink.write(shard, output, time.perf_counter() - t0)
-            except RunDirError:
-                raise  # a full disk: the message names the file already
-            except Exception as error:
-                raise ShardFailed(shard, error) from error
+        if fed is None:
+            for shard in shards:
+                _process_shard(run, plan, shard, resource, sink)
+        else:
+            feed, wrapped = fed
+            feed.run([functools.partial(_process_shard, run, plan, shard, wrapped, sink) for shard in shards], in_flight)
+
+
+def _process_shard(run: RunDir, plan: StagePlan, shard: int, resource: Any, sink: ShardSink) -> None:
+    try:
+        inputs = read_input(run, plan, shard)
+        t0 = time.perf_counter()
+        output = plan.op.process(resource, inputs)
+        sink.write(shard, output, time.perf_counter() - t0)
+    except RunDirError:
+        raise  # a full disk: the message names the file already
+    except Exception as error:
+        raise ShardFailed(shard, error) from error
 
 
 def fit_inputs(run: RunDir, plan: StagePlan, shards: list[int]) -> None:
@@ -150,8 +165,8 @@ def pending_shards(run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, progress: bool = True):
-        self.progress = progress
+    def __init__(self, progress: bool = True, in_flight: int = 1):
+        self.progress, self.in_flight = progress, in_flight
 
     def start(self, plans: list[StagePlan]) -> None:
         pass  # CPU stages run in this process and load what they need on their first shard
@@ -191,7 +206,8 @@ class LocalExecutor:
         """One worker process loads the model of `work`'s stages once and processes each stage's
         pending shards in turn."""
         spec_path = run.stage(work[0][0].name).path / "_worker.json"
-        write_json_atomic(spec_path, {"run_dir": str(run.path), "progress": self.progress, "spawned": time.time(),
+        write_json_atomic(spec_path, {"run_dir": str(run.path), "progress": self.progress, "in_flight": self.in_flight,
+                                      "spawned": time.time(),
                                       "stages": [{"plan": plan.to_json(), "shards": pending} for plan, pending in work]})
         report_read, report_write = os.pipe()
         env = dict(os.environ)
@@ -243,13 +259,15 @@ def _drain(descriptor: int, into: list[bytes]) -> None:
             into.append(chunk)
 
 
-def make_executor(config: Any = None, *, progress: bool = True) -> Any:
-    """The executor a config's `executor:` section names (config.LocalExecutor / config.RayExecutor)."""
+def make_executor(config: Any = None, *, progress: bool = True, in_flight: int = 1) -> Any:
+    """The executor a config's `executor:` section names (config.LocalExecutor / config.RayExecutor).
+    `in_flight`: shards a local model worker runs at once against its engine (Ray actors take one
+    shard at a time; a cluster keeps busy through its many actors)."""
     if config is not None and config.type == "ray":
         from prefsynth.ray_executor import RayExecutor
 
         return RayExecutor(config, progress=progress)
-    return LocalExecutor(progress=progress)
+    return LocalExecutor(progress=progress, in_flight=in_flight)
 
 
 def _shutdown(resource: Any) -> None:
@@ -323,7 +341,7 @@ def worker_main(spec_path: str) -> None:
         for plan, shards in work:
             stage = plan.name
             t0 = time.perf_counter()
-            process_shards(run, plan, shards, resource, progress=spec["progress"])
+            process_shards(run, plan, shards, resource, progress=spec["progress"], in_flight=spec["in_flight"])
             run.stage(plan.name).record(worker_s=round(time.perf_counter() - t0, 3))
     except BaseException as error:
         _report_failure(error, stage, phase)

@@ -201,7 +201,8 @@ class Pipeline:
                 f"(started {previous.get('started', '?')}), which ended without finishing"]
             if executor is not None:
                 return self._run(run, limit, executor, output, notes)
-            executor = make_executor(self.config.executor, progress=progress)
+            executor = make_executor(self.config.executor, progress=progress,
+                                     in_flight=self.config.max_shards_in_flight)
             try:
                 return self._run(run, limit, executor, output, notes)
             finally:

@@ -32,6 +32,18 @@ def demo_build(tmp_path_factory, tiny_models) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_llm(tiny_models):
+    """One vLLM engine on the tiny chat model for every test that calls an engine directly."""
+    from prefsynth.config import Engine
+    from prefsynth.engine import make_llm
+    from prefsynth.executor import _shutdown
+
+    engine = make_llm("fixture:tiny-chat", Engine(max_model_len=512, dtype="float32"), seed=0)
+    yield engine
+    _shutdown(engine)  # not at interpreter exit, where its logging has lost its streams
+
+
 def demo_config(**overrides) -> dict:
     """The demo pipeline as a dict, with absolute source paths, for tests to modify."""
     config = yaml.safe_load(DEMO.read_text())

@@ -111,14 +111,9 @@ def test_sampling_rejects_what_it_sets_itself():
 
 # ---- on the tiny chat model (vLLM, CPU) -----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def llm():
-    from prefsynth.config import Engine
-    from prefsynth.engine import make_llm
-    from prefsynth.fixtures import ensure_fixture
-
-    ensure_fixture("tiny-chat")
-    return make_llm("fixture:tiny-chat", Engine(max_model_len=512, dtype="float32"), seed=0)
+@pytest.fixture
+def llm(tiny_chat_llm):
+    return tiny_chat_llm
 
 
 def _check_result(result: DiverseResult, k: int):

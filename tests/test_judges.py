@@ -220,16 +220,9 @@ def test_ensemble_mean_median_and_variance():
 
 
 # ----------------------------------------------------------------------------- the real vLLM judge
-@pytest.fixture(scope="module")
-def llm(tiny_models):
-    from prefsynth.config import Engine
-    from prefsynth.engine import make_llm
-
-    engine = make_llm("fixture:tiny-chat", Engine(max_model_len=512, dtype="float32"), seed=0)
-    yield engine
-    from prefsynth.executor import _shutdown
-
-    _shutdown(engine)  # not at interpreter exit, where its logging has lost its streams
+@pytest.fixture
+def llm(tiny_chat_llm):
+    return tiny_chat_llm
 
 
 def _shard():

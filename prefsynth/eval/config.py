@@ -89,6 +89,7 @@ class EvalConfig(c.Strict):
     name: str = Field(description="Eval name (recorded in the manifest).")
     seed: int = Field(0, description="Seed of sampling (when temperature > 0) and of the bootstrap.")
     shard_size: int = Field(64, ge=1, description="Prompts per shard: the unit of resume.")
+    max_shards_in_flight: c.ShardsInFlight = 2
     sources: list[c.Source] = Field(min_length=1, description="Exactly a build's `sources`.")
     translate: c.Translate | None = Field(None, description="Translate an English eval set into per-language sets.")
     languages: list[str] | None = Field(None, description="Evaluate only prompts in these languages; null: all.")
