@@ -7,13 +7,16 @@ Modes: `natural` (the default row) lets answers end at EOS, from a few tokens to
 real answers do; `fixed` uses `ignore_eos`, so every answer is `max_tokens` long. The peer is one
 `LLM.chat` over all prompts with the stage's per-request seeds: the fastest a user gets from vLLM
 by hand, sampling exactly what the stage samples. The unseeded raw rate shows the price of
-per-request seeds apart (it is vLLM's). The stage is what a build runs: prompt shards read from
+per-request seeds apart (it is vLLM's). `raw seeded, token prompts` is what the stage sends, by
+hand: the chat templates rendered in one batch, then one `LLM.generate` on the token ids (vLLM's
+`chat` renders every conversation, one by one, before the first request starts). The stage is what a build runs: prompt shards read from
 Parquet, length check, requests, candidates table with provenance, atomic Parquet writes; with
 `max_shards_in_flight` shards against the one engine (feed.py) and, for comparison, one shard
 after another (`in_flight 1`, the engine drains at every shard boundary).
 
-Rates are output tokens / wall time; medians of interleaved repeats. Targets: stage >= 1.0x the
-seeded raw call at shard size 256, >= 0.98x at 64.
+Rates are output tokens / wall time. Each repeat runs every row once, in turn; a row's ratio is
+the median over repeats of its rate / the seeded raw call's rate in the same repeat. Targets:
+stage >= 1.0x the seeded raw call at shard size 256, >= 0.98x at 64.
 """
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ def main() -> None:
 
     from prefsynth import schemas
     from prefsynth.config import Engine, Generator
-    from prefsynth.generate.vllm_generate import Generate
+    from prefsynth.generate.vllm_generate import Generate, chat_token_ids
 
     rows = demo_prompts(args.prompts)
     prompts = schemas.from_rows(rows, schemas.PROMPTS)
@@ -112,7 +115,14 @@ def main() -> None:
             outputs = llm.chat(conversations, params, use_tqdm=False)
             return sum(len(o.token_ids) for out in outputs for o in out.outputs)
 
-        runs = {"raw seeded (one call)": lambda: raw(seeded), "raw unseeded (one call)": lambda: raw(unseeded)}
+        def raw_token_prompts() -> int:
+            """What the stage sends (the templates rendered once, in one batch, then token prompts), by hand."""
+            ids = chat_token_ids(llm.get_tokenizer(), conversations, add_generation_prompt=True)
+            outputs = llm.generate([{"prompt_token_ids": i} for i in ids], seeded, use_tqdm=False)
+            return sum(len(o.token_ids) for out in outputs for o in out.outputs)
+
+        runs = {"raw seeded (one call)": lambda: raw(seeded), "raw unseeded (one call)": lambda: raw(unseeded),
+                "raw seeded, token prompts": raw_token_prompts}
         for size in shard_sizes:
             runs[f"stage shard {size}, in_flight {args.in_flight}"] = (
                 lambda size=size: run_stage(op, llm, prompts, size, args.in_flight))
@@ -129,21 +139,23 @@ def main() -> None:
         # The stage samples what the seeded raw call samples: the same tokens, whatever the batching.
         seeded_tokens = tokens["raw seeded (one call)"]
         for name in runs:
-            if name.startswith("stage") and tokens[name] != seeded_tokens:
+            if name != "raw unseeded (one call)" and tokens[name] != seeded_tokens:
                 raise SystemExit(f"{name} wrote {tokens[name]} tokens, the seeded raw call {seeded_tokens}: "
                                  "samples depend on batching")
-        base = statistics.median(rates["raw seeded (one call)"])
+        # Ratios pair each run with the seeded raw call of the same round: on a shared machine the
+        # rate drifts by tens of percent over minutes, which a ratio of two medians would carry.
+        base = rates["raw seeded (one call)"]
         print(f"\nmode={mode} model={args.model} prompts={args.prompts} n={args.n} max_tokens={args.max_tokens} "
               f"repeats={args.repeats} engine_startup={startup:.1f}s output tokens={seeded_tokens:,} "
               f"(mean {seeded_tokens / args.prompts / args.n:.0f} per answer)")
         for name in runs:
-            median = statistics.median(rates[name])
+            ratio = statistics.median(r / b for r, b in zip(rates[name], base))
             size = next((s for s in shard_sizes if name.startswith(f"stage shard {s},")), None)
             target = f"  (target >= {TARGETS[size]:.2f})" if size in TARGETS and f"in_flight {args.in_flight}" in name \
                 and args.in_flight > 1 else ""
-            print(f"  {name:<32}{median:>10,.0f} tok/s {median / base:>7.3f}x{target}   "
+            print(f"  {name:<32}{statistics.median(rates[name]):>10,.0f} tok/s {ratio:>7.3f}x{target}   "
                   f"runs: {', '.join(f'{r:,.0f}' for r in rates[name])}")
-            summary.append((mode, name, median / base))
+            summary.append((mode, name, ratio))
     print("\nratios vs one seeded raw LLM.chat:")
     for mode, name, ratio in summary:
         print(f"  {mode:<8}{name:<32}{ratio:.3f}x")

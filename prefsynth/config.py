@@ -681,8 +681,8 @@ class PipelineConfig(Strict):
     seed: int = Field(0, description="Default seed for every stage.")
     shard_size: int = Field(
         256, ge=1,
-        description="Prompts per shard: the unit of resume and of one vLLM batch (x n candidates). Small shards "
-        "resume finer but batch worse: below ~128 prompts generation slows by a few percent.",
+        description="Prompts per shard: the unit of resume. With shards in flight (`max_shards_in_flight`) "
+        "small shards generate as fast as large ones (64 measured at parity with 256), so lower it for finer resume.",
     )
     max_shards_in_flight: ShardsInFlight = 2
     sources: list[Source] = Field(min_length=1)

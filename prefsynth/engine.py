@@ -73,6 +73,15 @@ def max_model_len(llm: Any) -> int:
     return llm.llm_engine.model_config.max_model_len
 
 
+def generate_from_ids(llm: Any, prompt_token_ids: list[list[int]], params: Any) -> list[Any]:
+    """`LLM.generate` on conversations the op has already rendered with the chat template (to check
+    their length): the same requests `LLM.chat` makes, without rendering every template a second
+    time in the thread that steps the engine."""
+    if not prompt_token_ids:
+        return []
+    return llm.generate([{"prompt_token_ids": ids} for ids in prompt_token_ids], params, use_tqdm=False)
+
+
 def structured_outputs(schema: dict, compact_json: bool = True) -> Any:
     """vLLM structured-output constraint for `schema`: compact JSON (grammar) or json=schema.
 

@@ -165,7 +165,8 @@ def pending_shards(run: RunDir, plan: StagePlan, shards: list[int]) -> list[int]
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, progress: bool = True, in_flight: int = 1):
+    def __init__(self, progress: bool = True, in_flight: int | None = None):
+        # None: the build's `max_shards_in_flight` (Pipeline.run sets it), else 1
         self.progress, self.in_flight = progress, in_flight
 
     def start(self, plans: list[StagePlan]) -> None:
@@ -206,7 +207,7 @@ class LocalExecutor:
         """One worker process loads the model of `work`'s stages once and processes each stage's
         pending shards in turn."""
         spec_path = run.stage(work[0][0].name).path / "_worker.json"
-        write_json_atomic(spec_path, {"run_dir": str(run.path), "progress": self.progress, "in_flight": self.in_flight,
+        write_json_atomic(spec_path, {"run_dir": str(run.path), "progress": self.progress, "in_flight": self.in_flight or 1,
                                       "spawned": time.time(),
                                       "stages": [{"plan": plan.to_json(), "shards": pending} for plan, pending in work]})
         report_read, report_write = os.pipe()

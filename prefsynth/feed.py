@@ -1,12 +1,12 @@
 """Keep one vLLM engine busy across shard boundaries.
 
-An op maps a shard with one or more `llm.chat` calls. Run one shard after another, the engine
-drains at the end of each: the last long answers decode in a nearly empty batch while the next
-shard waits. `EngineFeed` stands in for the `LLM` while several shards are in flight, each in a
-thread of its own: their `chat` calls become requests of the same engine, which one thread (the one
-that built the engine, in `run`) adds and steps, and each call returns when its own requests are
-finished. Samples do not change: every request carries its own seed (engine.request_seed), so
-which requests share a batch does not matter.
+An op maps a shard with one or more `llm.generate` or `llm.chat` calls. Run one shard after
+another, the engine drains at the end of each: the last long answers decode in a nearly empty
+batch while the next shard waits. `EngineFeed` stands in for the `LLM` while several shards are in
+flight, each in a thread of its own: their `generate` and `chat` calls become requests of the same
+engine, which one thread (the one that built the engine, in `run`) adds and steps, and each call
+returns when its own requests are finished. Samples do not change: every request carries its own
+seed (engine.request_seed), so which requests share a batch does not matter.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ class FeedClosed(RuntimeError):
 
 
 class _Call:
-    """One `chat` call of a shard thread: its requests and, once all are finished, their outputs."""
+    """One `chat` or `generate` call of a shard thread: how to add its requests to the engine and,
+    once all are finished, their outputs."""
 
-    def __init__(self, messages: Any, sampling_params: Any, kwargs: dict[str, Any]):
-        self.messages, self.sampling_params, self.kwargs = messages, sampling_params, kwargs
+    def __init__(self, enqueue: Callable[[Any], list[str]]):
+        self.enqueue = enqueue
         self.outputs: list[Any] = []
         self.remaining = 0
         self.error: BaseException | None = None
@@ -68,7 +69,7 @@ class EngineFeed:
             return feed, wrapped
         return None
 
-    # What ops read from an LLM besides `chat`: the engine's config (max_model_len) and a tokenizer.
+    # What ops read from an LLM besides `generate` and `chat`: the engine's config (max_model_len) and a tokenizer.
     @property
     def llm_engine(self) -> Any:
         return self.engine
@@ -87,7 +88,13 @@ class EngineFeed:
 
     def chat(self, messages: Any, sampling_params: Any = None, use_tqdm: bool = False, **kwargs: Any) -> list[Any]:
         """`LLM.chat` from a shard thread: the outputs in the order of `messages`."""
-        call = _Call(messages, sampling_params, kwargs)
+        return self._wait(_Call(lambda llm: llm.enqueue_chat(messages, sampling_params, use_tqdm=False, **kwargs)))
+
+    def generate(self, prompts: Any, sampling_params: Any = None, use_tqdm: bool = False, **kwargs: Any) -> list[Any]:
+        """`LLM.generate` from a shard thread: the outputs in the order of `prompts`."""
+        return self._wait(_Call(lambda llm: llm.enqueue(prompts, sampling_params, use_tqdm=False, **kwargs)))
+
+    def _wait(self, call: _Call) -> list[Any]:
         with self.lock:
             if self.closed is not None:
                 raise FeedClosed(f"the engine stopped: {self.closed}") from self.closed
@@ -136,7 +143,7 @@ class EngineFeed:
             if call is None:
                 continue
             try:
-                ids = self.llm.enqueue_chat(call.messages, call.sampling_params, use_tqdm=False, **call.kwargs)
+                ids = call.enqueue(self.llm)
             except Exception as error:  # e.g. vLLM rejects a prompt: that shard fails, not the engine
                 call.finish(error)
                 continue

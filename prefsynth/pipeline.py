@@ -200,6 +200,8 @@ class Pipeline:
                 f"took over the run directory from build PID {previous.get('pid', '?')} "
                 f"(started {previous.get('started', '?')}), which ended without finishing"]
             if executor is not None:
+                if getattr(executor, "in_flight", 1) is None:  # a LocalExecutor() left to the config
+                    executor.in_flight = self.config.max_shards_in_flight
                 return self._run(run, limit, executor, output, notes)
             executor = make_executor(self.config.executor, progress=progress,
                                      in_flight=self.config.max_shards_in_flight)

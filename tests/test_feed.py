@@ -10,9 +10,10 @@ import pytest
 
 from prefsynth import schemas
 from prefsynth.config import Engine, Generator
+from prefsynth.engine import generate_from_ids
 from prefsynth.executor import ShardFailed, StagePlan, pending_shards, process_shards
 from prefsynth.feed import EngineFeed
-from prefsynth.generate.vllm_generate import Generate
+from prefsynth.generate.vllm_generate import Generate, chat_token_ids
 from prefsynth.prompts.normalize import prompt_id
 from prefsynth.runs import RunDir
 from prefsynth.stages import ShardInput, ShardOutput
@@ -141,3 +142,21 @@ def test_only_generating_engines_are_fed(tiny_chat_llm):
     assert wrapped.llm is feed and translator.llm is tiny_chat_llm  # the stage's own translator is unchanged
     feed, same = EngineFeed.over(tiny_chat_llm)
     assert same is feed and feed.llm_engine is tiny_chat_llm.llm_engine
+
+
+def test_token_prompts_are_the_requests_chat_makes(tiny_chat_llm):
+    """Ops render the chat template once, to check lengths, and send the token ids: the prompt
+    tokens and the seeded samples `LLM.chat` gives, called directly and through the feed."""
+    from vllm import SamplingParams
+
+    conversations = [[{"role": "user", "content": "Hello"}],
+                     [{"role": "system", "content": "Answer in one line."}, {"role": "user", "content": "¿Qué tal? 你好"},
+                      {"role": "assistant", "content": "Bien."}, {"role": "user", "content": "Merci !"}]]
+    params = [SamplingParams(max_tokens=12, temperature=1.0, seed=seed) for seed in (1, 2)]
+    by_chat = tiny_chat_llm.chat(conversations, params, use_tqdm=False)
+    ids = chat_token_ids(tiny_chat_llm.get_tokenizer(), conversations, add_generation_prompt=True)
+    feed, fed = EngineFeed(tiny_chat_llm), {}
+    feed.run([lambda: fed.update(outputs=generate_from_ids(feed, ids, params))], in_flight=1)
+    for outputs in (generate_from_ids(tiny_chat_llm, ids, params), fed["outputs"]):
+        assert [out.prompt_token_ids for out in outputs] == [out.prompt_token_ids for out in by_chat] == ids
+        assert [out.outputs[0].token_ids for out in outputs] == [out.outputs[0].token_ids for out in by_chat]

@@ -165,20 +165,20 @@ def diverse_samples(
     if not conversations:
         return []
     _check_sampling(sampling)
-    from prefsynth.engine import max_model_len
+    from prefsynth.engine import generate_from_ids, max_model_len
     from prefsynth.generate.vllm_generate import chat_token_ids
 
     wrapped = [diverse_conversation(c, lang, k) for c, lang in zip(conversations, languages)]
     results = [DiverseResult(note=note) for _, note in wrapped]
     limit = max_model_len(llm)
-    lengths = [len(ids) for ids in chat_token_ids(llm.get_tokenizer(), [c for c, _ in wrapped], add_generation_prompt=True)]
-    sent = [i for i, n in enumerate(lengths) if n < limit]  # at least one token of room to answer
-    for i, n in enumerate(lengths):
-        if n >= limit:
-            results[i].reason, results[i].prompt_tokens, results[i].finish_reason = "prompt_too_long", n, "not_sent"
+    token_ids = chat_token_ids(llm.get_tokenizer(), [c for c, _ in wrapped], add_generation_prompt=True)
+    sent = [i for i, ids in enumerate(token_ids) if len(ids) < limit]  # at least one token of room to answer
+    for i, ids in enumerate(token_ids):
+        if len(ids) >= limit:
+            results[i].reason, results[i].prompt_tokens, results[i].finish_reason = "prompt_too_long", len(ids), "not_sent"
     params = (sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json) if seeds is None else
               [sampling_params(k, sampling, max_chars=max_chars, compact_json=compact_json, seed=seeds[i]) for i in sent])
-    outputs = llm.chat([wrapped[i][0] for i in sent], params, use_tqdm=False) if sent else []
+    outputs = generate_from_ids(llm, [token_ids[i] for i in sent], params)
     for i, request in zip(sent, outputs):
         sample = request.outputs[0]
         result = results[i]

@@ -20,7 +20,7 @@ from prefsynth.stages import ShardOutput
 def diverse_candidates(generate, llm: Any, prompts: pa.Table) -> ShardOutput:
     g = generate.generator
     conversations = generate.conversations(prompts)
-    kept, rejects = generate.fitting(llm, prompts, conversations)
+    kept, _, rejects = generate.fitting(llm, prompts, conversations)
     prompt_ids = prompts.column("prompt_id").to_pylist()
     languages = prompts.column("language").to_pylist()
     results = diverse_samples(

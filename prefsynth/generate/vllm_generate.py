@@ -1,4 +1,4 @@
-"""In-language generation with vLLM: `LLM.chat` over a shard of prompts, n samples each.
+"""In-language generation with vLLM: a shard of chat prompts, n samples each.
 
 Every candidate row carries its provenance (prompt, language, model, sample index, sampling
 parameters, seed and its scope, finish reason, token counts). Prompts longer than the model's
@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from prefsynth import langs, schemas
 from prefsynth.config import Generator
-from prefsynth.engine import engine_key, make_llm, max_model_len, request_seed
+from prefsynth.engine import engine_key, generate_from_ids, make_llm, max_model_len, request_seed
 from prefsynth.models import fingerprint
 from prefsynth.stages import Op, ShardInput, ShardOutput
 
@@ -88,18 +88,21 @@ class Generate(Op):
             return diverse_candidates(self, llm, prompts)
         return self.sample(llm, prompts)
 
-    def fitting(self, llm: Any, prompts: pa.Table, conversations: list[list[dict]]) -> tuple[list[int], list[dict]]:
-        """Indices of prompts that fit the context (one token of room to answer), and rejects."""
+    def fitting(self, llm: Any, prompts: pa.Table,
+                conversations: list[list[dict]]) -> tuple[list[int], list[list[int]], list[dict]]:
+        """Prompts that fit the context (one token of room to answer): their indices, their
+        chat-templated token ids, and rejects for the rest."""
         g = self.generator
         limit = max_model_len(llm)
-        lengths = [len(ids) for ids in chat_token_ids(llm.get_tokenizer(), conversations, add_generation_prompt=True)]
+        token_ids = chat_token_ids(llm.get_tokenizer(), conversations, add_generation_prompt=True)
         prompt_ids = prompts.column("prompt_id").to_pylist()
         rejects = [
             {"stage": f"generate.{g.name}", "prompt_id": pid, "reason": "prompt_too_long",
-             "detail": f"{n} prompt tokens >= max_model_len {limit} of {g.model}"}
-            for pid, n in zip(prompt_ids, lengths) if n >= limit
+             "detail": f"{len(ids)} prompt tokens >= max_model_len {limit} of {g.model}"}
+            for pid, ids in zip(prompt_ids, token_ids) if len(ids) >= limit
         ]
-        return [i for i, n in enumerate(lengths) if n < limit], rejects
+        kept = [i for i, ids in enumerate(token_ids) if len(ids) < limit]
+        return kept, [token_ids[i] for i in kept], rejects
 
     def params_json(self) -> str:
         g = self.generator
@@ -124,16 +127,12 @@ class Generate(Op):
         return pa.table({name: columns[name] for name in schemas.CANDIDATES.names}, schema=schemas.CANDIDATES)
 
     def sample(self, llm: Any, prompts: pa.Table, **constants: Any) -> ShardOutput:
-        """Plain sampling: n samples per prompt through LLM.chat."""
+        """Plain sampling: n samples per prompt, the chat template applied once (fitting)."""
         g = self.generator
         conversations = self.conversations(prompts)
         prompt_ids = prompts.column("prompt_id").to_pylist()
-        kept, rejects = self.fitting(llm, prompts, conversations)
-        outputs = llm.chat(
-            [conversations[i] for i in kept],
-            self.sampling_params([prompt_ids[i] for i in kept]),
-            use_tqdm=False,
-        ) if kept else []
+        kept, token_ids, rejects = self.fitting(llm, prompts, conversations)
+        outputs = generate_from_ids(llm, token_ids, self.sampling_params([prompt_ids[i] for i in kept]))
         languages = prompts.column("language").to_pylist()
         columns: dict[str, list] = {name: [] for name in (
             "candidate_id", "prompt_id", "language", "sample_index", "text", "finish_reason",

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from prefsynth import schemas
 from prefsynth.config import LlmJudge
-from prefsynth.engine import engine_key, make_llm, max_model_len, request_seed, structured_outputs
+from prefsynth.engine import engine_key, generate_from_ids, make_llm, max_model_len, request_seed, structured_outputs
 from prefsynth.generate.vllm_generate import chat_token_ids
 from prefsynth.judges import rubrics
 from prefsynth.stages import Op, ShardInput, ShardOutput
@@ -44,9 +44,9 @@ def ask(llm: Any, judge: LlmJudge, requests: list[rubrics.JudgeRequest], schema:
     if not requests:
         return verdicts
     limit = max_model_len(llm)
-    lengths = [len(ids) for ids in chat_token_ids(llm.get_tokenizer(), [r.messages for r in requests], add_generation_prompt=True)]
+    token_ids = chat_token_ids(llm.get_tokenizer(), [r.messages for r in requests], add_generation_prompt=True)
     sent = []
-    for i, n in enumerate(lengths):
+    for i, n in enumerate(map(len, token_ids)):
         if n + judge.max_tokens > limit:
             verdicts[i].reason = "judge_input_too_long"
             verdicts[i].output = f"{n} prompt tokens + max_tokens {judge.max_tokens} > max_model_len {limit}"
@@ -57,7 +57,7 @@ def ask(llm: Any, judge: LlmJudge, requests: list[rubrics.JudgeRequest], schema:
     # Greedy verdicts need no seed.
     params = (SamplingParams(**base) if judge.temperature == 0
               else [SamplingParams(**base, seed=request_seed(seed, keys[i])) for i in sent])
-    outputs = llm.chat([requests[i].messages for i in sent], params, use_tqdm=False) if sent else []
+    outputs = generate_from_ids(llm, [token_ids[i] for i in sent], params)
     for i, output in zip(sent, outputs):
         sample = output.outputs[0]
         fields, reason = rubrics.parse_verdict(sample.text, schema, str(sample.finish_reason))
