@@ -7,7 +7,8 @@ one sentence to six (sentences of the language-ID test set, cycled). The peer is
 writes by hand: the reward model's chat template over every conversation, then one `encode` call
 with the raw logits. The stage is what a build runs: candidate and prompt shards read from Parquet,
 the same template and length check, `encode` per shard, score column and rejects, atomic Parquet
-writes. Rates are candidates / wall time; medians of interleaved repeats.
+writes. Rates are candidates / wall time; a row's ratio is the median over interleaved repeats of its
+rate / the raw call's rate in the same repeat.
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
-from generation import REPO, demo_prompts  # noqa: E402  (benchmarks/ is the script's folder)
+from generation import REPO, demo_prompts  # benchmarks/ is the script's folder, so on sys.path
 
 
 def candidates_for(rows: list[dict], per_prompt: int) -> list[dict]:
@@ -93,12 +93,12 @@ def main() -> None:
             t = time.perf_counter()
             count = fn()
             rates[name].append(count / (time.perf_counter() - t))
-    base = statistics.median(rates["raw (one encode call)"])
+    base = rates["raw (one encode call)"]  # ratios per round, as in generation.py
     print(f"machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()}")
     print(f"model={args.model} candidates={candidates.num_rows:,} repeats={args.repeats} engine_startup={startup:.1f}s")
     for name in runs:
-        median = statistics.median(rates[name])
-        print(f"  {name:<24}{median:>10,.0f} candidates/s {median / base:>7.3f}x   "
+        ratio = statistics.median(r / b for r, b in zip(rates[name], base))
+        print(f"  {name:<24}{statistics.median(rates[name]):>10,.0f} candidates/s {ratio:>7.3f}x   "
               f"runs: {', '.join(f'{r:,.0f}' for r in rates[name])}")
 
 

@@ -160,3 +160,22 @@ def test_token_prompts_are_the_requests_chat_makes(tiny_chat_llm):
     for outputs in (generate_from_ids(tiny_chat_llm, ids, params), fed["outputs"]):
         assert [out.prompt_token_ids for out in outputs] == [out.prompt_token_ids for out in by_chat] == ids
         assert [out.outputs[0].token_ids for out in outputs] == [out.outputs[0].token_ids for out in by_chat]
+
+
+def test_engine_seed_scope_is_explicit_and_recorded(tiny_chat_llm):
+    """seed_scope: engine drops the per-request seeds (vLLM's price for them) and says so in every
+    candidate; the default keeps earlier runs' stage hashes (the field is left out of them)."""
+    from pydantic import ValidationError
+
+    prompts = demo_prompts().slice(0, 4)
+    engine_scoped = generate_op(seed_scope="engine")
+    table = engine_scoped.process(tiny_chat_llm, ShardInput(0, prompts, None)).table
+    assert table.num_rows == 8 and set(table["seed_scope"].to_pylist()) == {"engine"}
+    assert set(table["seed"].to_pylist()) == {engine_scoped.seed}
+    assert set(generate_op().process(tiny_chat_llm, ShardInput(0, prompts, None)).table["seed_scope"].to_pylist()) \
+        == {"request"}
+    assert "seed_scope" not in generate_op().config()["generator"]
+    assert engine_scoped.config()["generator"]["seed_scope"] == "engine"
+    assert Generate.from_config(engine_scoped.config()).generator.seed_scope == "engine"
+    with pytest.raises(ValidationError, match="in_language only"):
+        generate_op(seed_scope="engine", strategy="diverse")

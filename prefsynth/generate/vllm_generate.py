@@ -38,7 +38,10 @@ class Generate(Op):
     def config(self) -> dict:
         # a local model rewritten in place (iterate's policy) changes the stage hash; Hub ids add nothing
         extra = {"model_fingerprint": self.model_fingerprint} if self.model_fingerprint else {}
-        return {"generator": self.generator.model_dump(mode="json"), "seed": self.seed, **extra}
+        generator = self.generator.model_dump(mode="json")
+        if generator["seed_scope"] == "request":  # the default: stage hashes of earlier runs stay valid
+            del generator["seed_scope"]
+        return {"generator": generator, "seed": self.seed, **extra}
 
     @classmethod
     def from_config(cls, config: dict) -> "Generate":
@@ -58,6 +61,8 @@ class Generate(Op):
             n=g.n, temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens,
             stop=list(g.stop) or None, ignore_eos=g.ignore_eos,
         )
+        if g.seed_scope == "engine":  # the engine's seed (make_llm): samples depend on batching
+            return SamplingParams(**base)
         return [SamplingParams(**base, seed=request_seed(self.seed, pid)) for pid in prompt_ids]
 
     def conversations(self, prompts: pa.Table) -> list[list[dict]]:
@@ -118,7 +123,7 @@ class Generate(Op):
         rows = len(columns["candidate_id"])
         defaults = {
             "generator": g.name, "model": g.model, "strategy": g.strategy, "temperature": g.temperature,
-            "top_p": g.top_p, "max_tokens": g.max_tokens, "seed_scope": "request",
+            "top_p": g.top_p, "max_tokens": g.max_tokens, "seed_scope": g.seed_scope,
             "sampling_params": self.params_json(), "source_text": None, "translator": None, "note": None,
         }
         defaults.update(constants)
@@ -139,7 +144,7 @@ class Generate(Op):
             "prompt_tokens", "completion_tokens", "seed")}
         for index, request in zip(kept, outputs):
             pid = prompt_ids[index]
-            seed = request_seed(self.seed, pid)
+            seed = request_seed(self.seed, pid) if g.seed_scope == "request" else self.seed
             for sample in request.outputs:
                 columns["candidate_id"].append(f"{pid}/{g.name}/{sample.index}")
                 columns["prompt_id"].append(pid)
