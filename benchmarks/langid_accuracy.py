@@ -41,32 +41,15 @@ CLOSEST = {
     "ur": "sd", "sd": "ur", "he": "yi", "yi": "he", "hy": "ka", "ka": "hy",
 }
 
-# ISO 639-3 / macro-language labels of heliport for registry records whose FLORES-200 code differs.
-HELIPORT_MACRO = {"zsm": "msa", "ind": "msa", "srp": "hbs", "hrv": "hbs", "bos": "hbs", "zho": "cmn",
-                  "swh": "swa", "npi": "nep", "khk": "mon", "als": "sqi", "azj": "aze", "lvs": "lav",
-                  "plt": "mlg", "fil": "tgl", "ydd": "yid", "ory": "ori", "arb": "ara", "ekk": "est"}
-LINGUA_CODES = {"fil": "tl"}
+def records() -> dict:
+    """Registry records, then the drafts of langs/drafts as if they were in the registry."""
+    from prefsynth import langs
 
-
-def records() -> dict[str, dict]:
-    found = {}
-    for folder in (REPO / "langs", REPO / "langs" / "drafts"):
-        for path in sorted(folder.glob("*.yaml")):
-            record = yaml.safe_load(path.read_text(encoding="utf-8"))
-            found.setdefault(record["code"], record)
+    found = dict(langs.load())
+    for path in sorted((REPO / "langs" / "drafts").glob("*.yaml")):
+        record = langs.Language(**yaml.safe_load(path.read_text(encoding="utf-8")))
+        found.setdefault(record.code, record)
     return found
-
-
-def backend_label(record: dict, backend: str, labels: frozenset[str]) -> str | None:
-    """The label `backend` gives this language (None: it has none)."""
-    if backend == "lid176":
-        return record.get("fasttext")
-    if backend == "lingua":
-        code = LINGUA_CODES.get(record["code"], record["code"].split("-")[0])
-        return code if code in labels else None
-    iso = record["flores200"].split("_")[0]
-    label = HELIPORT_MACRO.get(iso, iso)
-    return label if label in labels else None
 
 
 def sentences() -> dict[str, list[str]]:
@@ -93,8 +76,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     for backend in lid_backends.installed():
         spec = lid_backends.BACKENDS[backend]
-        known = spec.labels()
-        label_of = {code: backend_label(registry[code], backend, known) for code in codes}
+        label_of = {code: lid_backends.record_label(registry[code], backend) for code in codes}
         raw, scores = lid_backends.predict(backend, cleaned)
         # which registry codes each text's label stands for (zh split by script, as langid does)
         variant = langid.chinese_variant(cleaned)
@@ -106,7 +88,7 @@ def main() -> None:
             if label_of[code] is None:
                 per_language[code] = {"label": None}
                 continue
-            bar = registry[code].get("lid_min_prob") or args.min_prob
+            bar = registry[code].lid_min_prob or args.min_prob
             ok = confident if spec.score != "probability" else scores >= bar
             own = owner == code
             hits = np.array([code in group for group in read_as]) & ok & ~too_short

@@ -66,6 +66,7 @@ def _lingua_predict(texts: list[str]) -> tuple[list[str], list[float]]:
     return labels, scores
 
 
+@functools.cache
 def _lingua_labels() -> frozenset[str]:
     from lingua import Language
 
@@ -111,9 +112,25 @@ def installed() -> list[str]:
     return [name for name in BACKENDS if available(name)]
 
 
+# heliport's ISO 639-3 / macro-language labels where they differ from the record's FLORES-200 code
+HELIPORT_LABELS = {"zsm": "msa", "ind": "msa", "srp": "hbs", "hrv": "hbs", "bos": "hbs", "zho": "cmn",
+                   "swh": "swa", "npi": "nep", "khk": "mon", "als": "sqi", "azj": "aze", "lvs": "lav",
+                   "plt": "mlg", "fil": "tgl", "ydd": "yid", "ory": "ori", "arb": "ara", "ekk": "est"}
+LINGUA_LABELS = {"fil": "tl"}  # registry code -> lingua's ISO 639-1 where they differ
+
+
 def record_label(record, backend: str) -> str | None:
-    """The label `backend` gives the language of registry `record`, or None where it has none."""
-    return getattr(record, "fasttext" if backend == "lid176" else backend, None)
+    """The label `backend` gives the language of registry `record`, or None where it has none.
+    lid176's is the record's `fasttext`; lingua's and heliport's follow from its code and FLORES-200
+    code (the tables above), checked against the labels the installed backend knows."""
+    if backend == "lid176":
+        return record.fasttext
+    if backend == "lingua":
+        label = LINGUA_LABELS.get(record.code, record.code.split("-")[0])
+    else:
+        iso = record.flores200.split("_")[0]
+        label = HELIPORT_LABELS.get(iso, iso)
+    return label if label in BACKENDS[backend].labels() else None
 
 
 def label_codes(backend: str) -> dict[str, tuple[str, ...]]:
