@@ -106,7 +106,10 @@ def killed_build(tmp_path_factory, tiny_models):
     # 144 distinct prompts: the demo prompts three times, with different system prompts.
     base = config["sources"][0]
     config["sources"] = [base, dict(base, system_prompt="Be helpful."), dict(base, system_prompt="Answer briefly.")]
-    config["generators"][0]["max_tokens"] = 64
+    # Every answer exactly 48 tokens: answers the toy model ends early made whole shards finish
+    # in a few milliseconds, and on a fast machine a build could finish generating between the
+    # test seeing 5 new shards and its signal arriving (CI: all 144 written before SIGTERM landed).
+    config["generators"][0].update(max_tokens=48, ignore_eos=True)
     path = write_config(root / "kill.yaml", config)
     run_dir = root / "run"
     command = [sys.executable, "-m", "prefsynth.cli", "build", str(path), "--run-dir", str(run_dir), "--quiet"]
