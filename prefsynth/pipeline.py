@@ -232,6 +232,8 @@ class Pipeline:
         t0 = time.perf_counter()
         computed = self._prompts(run, prompts_hash, limit)
         shards = run.stage(PROMPTS_STAGE).shards()
+        prompts_stage = run.stage(PROMPTS_STAGE)
+        self.check_languages(pq.ParquetDataset([prompts_stage.shard_path(i) for i in shards]).read(columns=["language"])["language"])
         result.warnings[len(notes):len(notes)] = run.stage(PROMPTS_STAGE).state().get("warnings", [])
         result.stages.append(self._summary(run, PROMPTS_STAGE, shards, len(shards) if computed else 0, time.perf_counter() - t0))
         result.stages[-1].repaired = len(repaired.get(PROMPTS_STAGE, ()))
@@ -256,6 +258,18 @@ class Pipeline:
                 result.stages.append(self._summary(run, plan.name, shards, len(done.get(plan.name, [])), seconds))
                 result.stages[-1].repaired = len(repaired.get(plan.name, ()))
         return plans, changed
+
+    def check_languages(self, prompt_languages) -> None:
+        """Refuse a build whose language-ID filter cannot check one of its languages (the prompts'
+        and the translation targets'), before any model loads: LanguageCheckError names them."""
+        from prefsynth.filter.language import check_filters
+
+        codes = set(pc.unique(prompt_languages).to_pylist())
+        if getattr(self.config, "translate", None) is not None:
+            codes |= set(self.config.translate.targets)
+        # a build's filters; an eval's answer-language check (Evaluation shares this)
+        rules = list(getattr(self.config, "filters", [])) + [getattr(self.config, "language_id", None)]
+        check_filters([rule for rule in rules if rule is not None], codes)
 
     def _run(self, run: RunDir, limit: int | None, executor: Any, output: str | None, notes: list[str]) -> BuildResult:
         started = time.perf_counter()

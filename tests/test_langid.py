@@ -93,11 +93,16 @@ def test_per_language_threshold_override():
         LanguageIdFilter(type="language_id", thresholds={"xx": 0.2})
 
 
-def test_registry_default_threshold_for_languages_lid176_is_weak_on():
+def test_registry_default_threshold_applies_with_the_records_own_backend(monkeypatch):
     from prefsynth import langs
 
     somali = langs.get("so").templates.system_prompt
     (detected, prob), = langid.detect([somali])
-    assert detected == "so" and langs.get("so").lid_min_prob <= prob < 0.5
-    assert _filter([somali], ["so"])[0]["keep"]  # the record's lid_min_prob applies
-    assert not _filter([somali], ["so"], thresholds={"so": 0.9})[0]["keep"]  # the pipeline's wins
+    assert detected == "so" and prob < 0.5  # lid.176 is unsure of Somali: auto reads it with CLD3
+    assert _filter([somali], ["so"])[0]["keep"] and _filter([somali], ["so"])[0]["lid_backend"] == "cld3"
+    assert _filter([somali], ["so"], backend="lid176")[0]["reason"] == "lid_low_confidence:so"
+    weak = langs.get("so").model_copy(update={"lid_backend": "lid176", "lid_min_prob": prob - 0.05})
+    real_get = langs.get
+    monkeypatch.setattr(langs, "get", lambda code: weak if code == "so" else real_get(code))
+    assert _filter([somali], ["so"])[0]["keep"]  # the record's lid_min_prob applies to its own backend
+    assert not _filter([somali], ["so"], backend="cld2", backends={"so": "lid176"}, thresholds={"so": 0.9})[0]["keep"]

@@ -162,6 +162,22 @@ def test_card_front_matter_and_tables():
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K" and iso_languages(["pt-BR", "pt"]) == ["pt"]
 
 
+def test_card_names_the_languages_whose_language_check_is_weak():
+    config = {
+        "name": "demo", "generators": [{"name": "g", "model": "org/gen", "n": 4, "temperature": 1.0}], "judges": [],
+        "selector": {"method": "best_worst", "score": "rm_score_raw"},
+        "filters": [{"type": "language_id", "script_only": ["ha"], "backends": {"sw": "lid176"}}],
+    }
+    coverage = pd.DataFrame({"language": ["ha", "ms", "sw", "de", "und"], "prompts_in": [1] * 5, "candidates": [4] * 5,
+                             "lid_rejected": [0] * 5, "pairs": [1] * 5})
+    text = card_text(config, coverage, "pairs", 5, pd.Series(dtype=float), "cc-by-4.0")
+    limits = text.split("## Known limitations")[1].split("##")[0]
+    assert "ha (Hausa): script check only" in limits
+    assert "ms (Malay): checked as a group with id (Indonesian)" in limits
+    assert "sw (Swahili): lid176 keeps 40% of held-out Swahili sentences" in limits and "choice is cld3" in limits
+    assert "de (German)" not in limits  # lid176 meets the bar on German
+
+
 def test_write_output_copies_the_dataset_to_fsspec_urls_and_drops_stale_files(dataset, tmp_path):
     import fsspec
 

@@ -63,6 +63,17 @@ def _models(config: dict) -> list[str]:
     return lines
 
 
+def _weak_language_checks(config: dict, languages: list[str]) -> list[str]:
+    from prefsynth.config import LanguageIdFilter
+    from prefsynth.filter.language import weak_checks
+
+    notes = []
+    for rule in config.get("filters") or []:
+        if rule.get("type") == "language_id":
+            notes += [f"Language ID, {note}" for note in weak_checks(LanguageIdFilter(**rule), languages)]
+    return notes
+
+
 def card_text(config: dict, coverage: pd.DataFrame, kind: str, rows: int, margins: pd.Series,
               license_id: str, tag: str = "") -> str:
     """`tag`: the build's export hash, also in the data file names. The config's file pattern names
@@ -88,9 +99,11 @@ def card_text(config: dict, coverage: pd.DataFrame, kind: str, rows: int, margin
     limitations = [
         "Scores come from automatic judges, which carry their own biases (length, style, language); "
         "a higher score is not a human preference.",
-        "The language-ID filter (fastText lid.176 + script checks) drops answers in the wrong language; "
-        "short answers and closely related languages are where it errs.",
+        "The language-ID filter (a backend per language, chosen by accuracy on held-out sentences, plus "
+        "script checks) drops answers in the wrong language; short answers and closely related languages "
+        "are where it errs.",
     ]
+    limitations += _weak_language_checks(config, coverage["language"].tolist() if len(coverage) else [])
     if config.get("translate"):
         limitations.append("Some prompts are machine translations: see the `origin` column.")
     if toy:

@@ -171,7 +171,7 @@ def write_report(run_dir: str | Path) -> Path:
         plots += [("margins", "Margins of the selected pairs", margins(pairs), ""),
                   ("length", "Chosen vs rejected length", length_bias(pairs), "")]
     if "lid_lang" in candidates:
-        plots.append(("lid", "Prompt language vs the language fastText detected in the answer", lid_confusion(candidates), ""))
+        plots.append(("lid", "Prompt language vs the language detected in the answer", lid_confusion(candidates), ""))
     diversity = manifest.get("diversity")
     plots.append(("diversity", "Diversity per generation strategy", diversity_plot(diversity) if diversity else None,
                   "not computed: set report.diversity_model"))
