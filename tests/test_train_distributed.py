@@ -47,7 +47,13 @@ def _assert_same_steps(ours, expected):
         assert mine["num_tokens"] == theirs["num_tokens"]
         names = COMPARED + tuple(n for n in theirs if n.startswith("eval_"))
         assert set(names) <= set(mine)
+        # Policy and reference are the same model before the first update of a LoRA adapter: every
+        # reward is 0 up to float noise, and the share of pairs with chosen > rejected is the sign
+        # of that noise (it differs with packing across ranks; CI saw 0.17 against 0.0).
+        ties = all(abs(theirs[n]) < 1e-6 for n in ("rewards/chosen", "rewards/rejected") if n in theirs)
         for name in names:
+            if ties and name == "rewards/accuracies":
+                continue
             assert mine[name] == pytest.approx(theirs[name], rel=1e-5, abs=1e-4), f"step {mine['step']} {name}"
 
 
