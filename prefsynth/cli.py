@@ -73,7 +73,7 @@ def build(
     executor: Optional[str] = typer.Option(
         None, "--executor", help="local or ray (default: the config's executor section, else local)."),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="With --executor ray: auto (running cluster), ray://HOST:10001, or local."),
+        None, "--ray-address", help="With --executor ray: auto (a running cluster only), ray://HOST:10001, or local. Unset: Ray's convention (RAY_ADDRESS, the cluster `ray start` recorded, else a local one)."),
     output: Optional[str] = typer.Option(
         None, "--output", help="Also write the dataset to this fsspec URL (s3://..., hf://datasets/..., a folder)."),
 ) -> None:
@@ -95,7 +95,7 @@ def eval_command(
     executor: Optional[str] = typer.Option(
         None, "--executor", help="local or ray (default: the config's executor section, else local)."),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="With --executor ray: auto (running cluster), ray://HOST:10001, or local."),
+        None, "--ray-address", help="With --executor ray: auto (a running cluster only), ray://HOST:10001, or local. Unset: Ray's convention (RAY_ADDRESS, the cluster `ray start` recorded, else a local one)."),
 ) -> None:
     """Per-language win-rates of every model against the baseline (resumable like a build):
     RUN/eval/summary.json, RUN/eval/judgments.parquet and RUN/report/eval.html."""
@@ -117,7 +117,7 @@ def iterate_command(
     executor: Optional[str] = typer.Option(
         None, "--executor", help="local or ray, for every round's build (default: the build config's executor)."),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="With --executor ray: auto (running cluster), ray://HOST:10001, or local."),
+        None, "--ray-address", help="With --executor ray: auto (a running cluster only), ray://HOST:10001, or local. Unset: Ray's convention (RAY_ADDRESS, the cluster `ray start` recorded, else a local one)."),
 ) -> None:
     """On-policy rounds: build with the current policy, train on the round's pairs, repeat.
     Rerunning the same command resumes; raising `rounds` computes only the new rounds."""

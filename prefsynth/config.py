@@ -686,9 +686,11 @@ class RayExecutor(Strict):
     same config and seeds (samples are seeded per prompt, so any number of engines gives the same)."""
 
     type: Literal["ray"] = "ray"
-    address: str = Field(
-        "auto", description="auto: the running cluster (`ray start --head`), or ray://HOST:10001; local: start a "
-        "private cluster on this machine. A driver that already called ray.init() uses that cluster.",
+    address: str | None = Field(
+        None, description="null: Ray's convention (RAY_ADDRESS, else the cluster `ray start` recorded on this machine, "
+        "else a new local one; the build says which); auto: a running cluster only (an error without one); "
+        "ray://HOST:10001 or HOST:6379; local: a private cluster on this machine. A driver that already called "
+        "ray.init() uses that cluster.",
     )
     actors_per_stage: int | None = Field(
         None, ge=1, description="Engines per model stage. null: one per `gpus_per_actor` GPUs of the cluster "

@@ -108,6 +108,17 @@ def tensor_parallel_size(op: Op) -> int:
     return max(found)
 
 
+def _recorded_cluster() -> str | None:
+    """The cluster `ray start` recorded on this machine (what Ray's convention connects to when
+    RAY_ADDRESS is not set), or None: then it starts a local one."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None)
+    except Exception:  # Ray's private helper moved or the record is unreadable: start a local one
+        return None
+
+
 @dataclass
 class ActorPlan:
     """How many engine actors a model stage gets, and what each reserves."""
@@ -170,16 +181,33 @@ class RayExecutor:
 
         if ray.is_initialized():
             return
-        address = None if self.config.address == "local" else self.config.address
+        address = self.config.address  # "local": Ray starts a new local cluster, whatever is recorded
+        # address null, Ray's convention: RAY_ADDRESS (strict, like an address given), else the
+        # cluster `ray start` recorded, else a new local one
+        if self.config.address is None and os.environ.get("RAY_ADDRESS"):
+            address = os.environ["RAY_ADDRESS"]
+        found = _recorded_cluster() if self.config.address is None and address is None else None
         on_sigterm = signal.getsignal(signal.SIGTERM)
+        options = dict(runtime_env=self.config.runtime_env, log_to_driver=True, logging_level="WARNING",
+                       include_dashboard=False)
         try:
-            ray.init(address=address, runtime_env=self.config.runtime_env, log_to_driver=True,
-                     logging_level="WARNING", include_dashboard=False)
+            ray.init(address=found or address, **options)
         except ConnectionError as error:
-            raise StageFailed(
-                f"no Ray cluster at address {self.config.address!r} ({error}); start one with `ray start --head` "
-                "or set executor.address: local to start one on this machine"
-            ) from None
+            if found is None:
+                raise StageFailed(
+                    f"no Ray cluster at address {address!r} ({error}); start one with `ray start --head`, "
+                    "or set executor.address: local (or leave it unset, without RAY_ADDRESS) to start one on this machine"
+                ) from None
+            # Ray's record of a cluster that is gone: its convention is then a new local one
+            print(f"ray: the cluster recorded at {found} does not answer ({error}); starting a local one",
+                  file=sys.stderr, flush=True)
+            found = None
+            ray.init(address="local", **options)
+        if self.config.address is None:
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            where = found or address
+            print(f"ray: connected to the running cluster at {where} ({cpus} CPUs)" if where else
+                  f"ray: no running cluster found; started a local one ({cpus} CPUs)", file=sys.stderr, flush=True)
         self.started_ray = True
         if threading.current_thread() is threading.main_thread() and callable(on_sigterm):
             signal.signal(signal.SIGTERM, on_sigterm)  # ray.init replaces it with sys.exit(15): keep the CLI's

@@ -191,8 +191,9 @@ def test_actor_sizing_follows_gpus_and_tensor_parallelism():
 
 
 def test_cli_executor_ray_starts_a_local_cluster_and_resumes_cpu_stages(ray_run, local_run, tmp_path):
-    """`prefsynth build --executor ray --ray-address local` in its own process: the finished model
-    stages are reused, select and export run as Ray tasks on a cluster the build starts."""
+    """`prefsynth build --executor ray` (no address: Ray's convention) in its own process, with no
+    cluster recorded on this machine: the build starts a local one and says so; the finished model
+    stages are reused, select and export run as Ray tasks on it."""
     import json
     import subprocess
     import sys
@@ -205,9 +206,10 @@ def test_cli_executor_ray_starts_a_local_cluster_and_resumes_cpu_stages(ray_run,
         shutil.rmtree(run_dir / stage)
     config = write_config(tmp_path / "demo.yaml", demo_config())
     built = subprocess.run([sys.executable, "-m", "prefsynth.cli", "build", str(config), "--run-dir", str(run_dir),
-                            "--quiet", "--executor", "ray", "--ray-address", "local", "--output", str(tmp_path / "out")],
-                           capture_output=True, text=True)
+                            "--quiet", "--executor", "ray", "--output", str(tmp_path / "out")],
+                           capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     assert built.returncode == 0, built.stderr[-3000:]
+    assert "ray: no running cluster found; started a local one (" in built.stderr
     assert json.loads((run_dir / "manifest.json").read_text())["executor"] == "ray"
     summary = {s["name"]: s["computed"] for s in json.loads((run_dir / "manifest.json").read_text())["summary"]}
     assert summary["generate.tiny-chat"] == 0 and summary["select"] == summary["export"] > 0
