@@ -4,6 +4,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -67,3 +68,31 @@ def test_cli_report_and_missing_parts(run_dir):
     done = subprocess.run([sys.executable, "-m", "prefsynth.cli", "report", str(run_dir)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "not computed: set report.diversity_model" in (run_dir / "report" / "index.html").read_text()
+
+
+def test_confusion_plot_stays_readable_at_101_languages(tmp_path):
+    """101 prompt languages and 150 detected labels: the plot keeps every prompt language and the 12
+    most frequent other labels, folds the rest into `other`, and stays a size a screen can show."""
+    from prefsynth import langs
+    from prefsynth.report.html import confusion_table, fold_confusion, lid_confusion
+
+    rng = np.random.default_rng(0)
+    codes = sorted(langs.codes())[:101]
+    strays = [f"x{i:03d}" for i in range(150)]
+    language = np.repeat(codes, 40)
+    detected = np.where(rng.random(len(language)) < 0.9, language, rng.choice(strays, len(language)))
+    full = confusion_table(pd.DataFrame({"language": language, "lid_lang": detected}))
+    folded = fold_confusion(full)
+    assert full.shape[1] > 200 and list(folded.columns[:101]) == codes and folded.columns[-1] == "other"
+    assert folded.shape[1] == 101 + 12 + 1 and (folded.sum(axis=1) == full.sum(axis=1)).all()  # nothing lost
+    image = Image.open(__import__("io").BytesIO(lid_confusion(folded)))
+    assert image.width < 2600 and image.height < 2600, image.size
+    small = fold_confusion(confusion_table(pd.DataFrame({"language": ["en", "hi"], "lid_lang": ["en", "ur"]})))
+    assert list(small.columns) == ["en", "ur"]  # nothing to fold
+
+
+def test_report_writes_the_full_confusion_matrix(run_dir):
+    write_report(run_dir)
+    full = pd.read_parquet(run_dir / "report" / "lid-confusion.parquet")
+    assert set(full["language"]) == {"en", "hi", "ar"} and "ur" in full.columns
+    assert int(full.drop(columns="language").to_numpy().sum()) == 48

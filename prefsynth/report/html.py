@@ -101,13 +101,35 @@ def length_bias(pairs: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def lid_confusion(candidates: pd.DataFrame) -> bytes:
-    table = pd.crosstab(candidates["language"].fillna("und"), candidates["lid_lang"].fillna("none"))
-    fig, ax = _figure(max(5, 0.45 * table.shape[1] + 2), max(3, 0.4 * table.shape[0] + 1.5))
-    ax.imshow(table.to_numpy(), cmap="Blues")
-    ax.set_xticks(range(table.shape[1]), table.columns, rotation=90, fontsize=7)
-    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
-    ax.set_xlabel("detected language")
+def confusion_table(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Prompt language x detected label, every label (the report writes it beside the HTML)."""
+    return pd.crosstab(candidates["language"].fillna("und"), candidates["lid_lang"].fillna("none"))
+
+
+def fold_confusion(table: pd.DataFrame, extra_labels: int = 12) -> pd.DataFrame:
+    """The columns worth a look: every prompt language that was detected, then the `extra_labels`
+    most frequent other labels; the rest summed into `other`. A backend returns well over a
+    hundred labels on a large build, one column each was unreadable (a 6,417-pixel-wide plot)."""
+    own = [label for label in table.index if label in table.columns]
+    rest = table.drop(columns=own).sum().sort_values(ascending=False)
+    shown = own + rest.index[:extra_labels].tolist()
+    folded = table[shown].copy()
+    if len(rest) > extra_labels:
+        folded["other"] = table.drop(columns=shown).sum(axis=1)
+    return folded
+
+
+def lid_confusion(table: pd.DataFrame) -> bytes:
+    """Each row normalised to the share of its prompt language's answers, so 1 and 101 languages
+    read alike; the figure grows with the rows but never wider than the folded columns."""
+    shares = table.div(table.sum(axis=1).replace(0, 1), axis=0)
+    cell = 0.32 if max(shares.shape) <= 30 else 0.16  # inches: room for a 7-point label either way
+    fig, ax = _figure(max(5, cell * shares.shape[1] + 2.5), max(3, cell * shares.shape[0] + 1.5))
+    image = ax.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(shares.shape[1]), shares.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(shares.shape[0]), shares.index, fontsize=7 if shares.shape[0] > 40 else 8)
+    fig.colorbar(image, ax=ax, fraction=0.03, label="share of the row's answers")
+    ax.set_xlabel("detected language (rarer labels folded into `other`)")
     ax.set_ylabel("prompt language")
     ax.set_title("Language-ID confusion")
     return _png(fig)
@@ -171,7 +193,11 @@ def write_report(run_dir: str | Path) -> Path:
         plots += [("margins", "Margins of the selected pairs", margins(pairs), ""),
                   ("length", "Chosen vs rejected length", length_bias(pairs), "")]
     if "lid_lang" in candidates:
-        plots.append(("lid", "Prompt language vs the language detected in the answer", lid_confusion(candidates), ""))
+        full = confusion_table(candidates)
+        full.columns.name = None
+        full.reset_index().to_parquet(out / "lid-confusion.parquet", index=False)  # every label, for analysis
+        plots.append(("lid", "Prompt language vs the language detected in the answer (share of each row; every "
+                      "label in lid-confusion.parquet)", lid_confusion(fold_confusion(full)), ""))
     diversity = manifest.get("diversity")
     plots.append(("diversity", "Diversity per generation strategy", diversity_plot(diversity) if diversity else None,
                   "not computed: set report.diversity_model"))
