@@ -357,6 +357,26 @@ def langs() -> None:
     out.print(table)
 
 
+@app.command()
+def doctor(config: Optional[Path] = typer.Argument(None, help="A pipeline YAML to check as well (models, languages, disk, Ray).")) -> None:
+    """Check this environment (and a CONFIG) before a long build: one row per check, with the fix
+    for each failure. Exits 1 when a check a build needs fails."""
+    from prefsynth import doctor as checks_mod
+
+    checks = checks_mod.run(config)
+    table = Table(title="prefsynth doctor" + (f": {config}" if config else ""))
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    styles = {checks_mod.OK: "green", checks_mod.WARN: "yellow", checks_mod.FAIL: "bold red"}
+    for check in checks:
+        table.add_row(check.name, f"[{styles[check.status]}]{check.status}[/]", check.detail, check.fix)
+    out.print(table)
+    failed = checks_mod.failed(checks)
+    if failed:
+        print(f"{len(failed)} check(s) a build needs failed: {', '.join(c.name for c in failed)}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
 @app.command("config-reference")
 def config_reference(
     update: Optional[Path] = typer.Option(None, "--update", help="Rewrite the generated section of this README."),
