@@ -80,7 +80,7 @@ def _gpus() -> list[str]:
 def comet_check(needed: bool) -> Check:
     from prefsynth.judges import comet
 
-    python = os.environ.get(comet.ENV_VAR) or str(comet.REPO_ROOT / ".venv-comet" / "bin" / "python")
+    python = comet.comet_python_path()
     problem = comet._comet_problem(python)
     if not problem:
         return Check("COMET environment", OK, python)

@@ -198,7 +198,6 @@ class Detections:
     too_short: np.ndarray  # bool
     cleaned: pa.Array  # the text that was judged
     counts: np.ndarray  # code points per script class (class_counts), for script_share
-    backend: np.ndarray | None = None  # the backend that judged each text (None: not judged)
 
     def pairs(self) -> list[tuple[str, float]]:
         return list(zip(self.language.tolist(), self.probability.tolist()))
@@ -222,23 +221,18 @@ def _predict_all(lines: list[bytes]) -> tuple[list[float], list[str]]:
     return probs, labels
 
 
-def _lid176_rows(cleaned: pa.Array) -> tuple[list[str], list[float]]:
-    # fastText reads one line ending in a newline: its end-of-sentence token is part of what the
-    # model saw in training (without it about 0.2% of labels change). UTF-8 bytes straight from
-    # Arrow spare the binding one encoding per text.
-    lines = pc.binary_join_element_wise(cleaned, "\n", "").cast(pa.large_binary()).to_pylist()
-    probs, labels = _predict_all(lines)
-    return [label[9:] for label in labels], probs
-
-
-def _codes(backend: str, labels: list[str], cleaned: pa.Array) -> np.ndarray:
+def _codes(backend: str, labels: np.ndarray, cleaned: pa.Array) -> np.ndarray:
     """Registry codes of a backend's labels: one code, a group ("id|ms") where a label stands for
-    several records, the raw label where it stands for none; Chinese split by script."""
+    several records, the raw label where it stands for none; Chinese split by script. Mapped once
+    per distinct label."""
+    import pandas as pd
+
     from prefsynth.lid_backends import label_codes
 
     groups = label_codes(backend)
-    distinct = {label: "|".join(sorted(groups[label])) if label in groups else label for label in set(labels)}
-    codes = np.array([distinct[label] for label in labels], dtype=object)
+    index, distinct = pd.factorize(labels)
+    codes = np.array(["|".join(sorted(groups[label])) if label in groups else label for label in distinct],
+                     dtype=object)[index]
     chinese = codes == "zh-Hans|zh-Hant"
     if chinese.any():
         codes[chinese] = chinese_variant(cleaned.filter(pa.array(chinese)))
@@ -256,22 +250,18 @@ def identify(texts, backends: np.ndarray | None = None) -> Detections:
     language = np.full(n, UNDETERMINED, dtype=object)
     probability = np.zeros(n)
     # The script counts (numpy and pyarrow, which release the GIL) run in another thread while the
-    # backends predict: on a multi-core machine they cost little wall time. Backends whose bindings
-    # release the GIL (CLD2, CLD3) predict in pieces on the same pool.
+    # backends predict: on a multi-core machine they cost little wall time. A backend whose binding
+    # releases the GIL (CLD3) predicts in pieces on the same pool.
     with ThreadPoolExecutor(max(2, len(os.sched_getaffinity(0)))) as pool:
         pending = pool.submit(class_counts, cleaned)
         for name in sorted({b for b in backends.tolist() if b is not None}):
             every = (backends == name).all()
             rows = None if every else np.flatnonzero(backends == name)
             part = cleaned if every else cleaned.take(pa.array(rows))
-            if name == "lid176":
-                labels, scores = _lid176_rows(part)
-            else:
-                raw, values = lid_backends.predict(name, part, pool)
-                labels, scores = raw.tolist(), values
+            labels, scores = lid_backends.predict(name, part, pool)
             codes = _codes(name, labels, part)
             if every:
-                language, probability = codes, np.asarray(scores, dtype=float)
+                language, probability = codes, scores
             else:
                 language[rows], probability[rows] = codes, scores
         counts = pending.result()
@@ -280,7 +270,7 @@ def identify(texts, backends: np.ndarray | None = None) -> Detections:
     too_short = (letters + 2 * cjk) < MIN_LETTER_WEIGHT
     language[too_short] = UNDETERMINED
     probability[too_short] = 0.0
-    return Detections(language.astype(str), np.minimum(probability, 1.0), too_short, cleaned, counts, backends)
+    return Detections(language.astype(str), np.minimum(probability, 1.0), too_short, cleaned, counts)
 
 
 def detect(texts: list[str], backend: str = "lid176") -> list[tuple[str, float]]:

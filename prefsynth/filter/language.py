@@ -121,8 +121,8 @@ def language_checks(rule: LanguageIdFilter, table: pa.Table) -> tuple[pa.Array, 
     min_prob = np.full(n, rule.min_prob)
     backends = np.full(n, None, dtype=object)
     scripts = np.empty(n, dtype=object)
-    for index, code in enumerate(language_codes):
-        rows = np.flatnonzero(language_index == index)
+    rows_of = [np.flatnonzero(language_index == index) for index in range(len(language_codes))]
+    for rows, code in zip(rows_of, language_codes):
         record = langs.get(code)
         scripts[rows] = record.script
         backends[rows] = backend_of[code]
@@ -132,8 +132,7 @@ def language_checks(rule: LanguageIdFilter, table: pa.Table) -> tuple[pa.Array, 
         min_prob[rows] = rule.thresholds.get(code, default)
     detections = langid.identify(table["text"], backends)
     share = np.full(n, np.nan)
-    for index, code in enumerate(language_codes):
-        rows = np.flatnonzero(language_index == index)
+    for rows, code in zip(rows_of, language_codes):
         share[rows] = langid.script_share(detections.counts[rows], langs.get(code).script)
     checked = language_index >= 0  # factorize gives -1 where the prompt has no language
     has_backend = backends != None  # noqa: E711

@@ -42,13 +42,18 @@ class CometWorkerError(RuntimeError):
     """The worker failed to load the model, failed a request, or died."""
 
 
+def comet_python_path() -> str:
+    """$PREFSYNTH_COMET_PYTHON, else <repo>/.venv-comet/bin/python (not checked)."""
+    return os.environ.get(ENV_VAR) or str(REPO_ROOT / ".venv-comet" / "bin" / "python")
+
+
 def comet_python() -> str:
     """The Python that runs COMET: $PREFSYNTH_COMET_PYTHON, else <repo>/.venv-comet/bin/python.
 
     Checks that it exists and has a `comet` package, without importing it (that takes seconds
     and the worker imports it anyway; a comet that is installed but fails to import is reported
     as CometUnavailable when the worker starts)."""
-    python = os.environ.get(ENV_VAR) or str(REPO_ROOT / ".venv-comet" / "bin" / "python")
+    python = comet_python_path()
     problem = _comet_problem(python)
     if problem:
         raise CometUnavailable(_unavailable(python, problem))
