@@ -2,7 +2,8 @@
 
 Every failure ends in one paragraph on stderr that says what went wrong and what to do, with a
 non-zero exit: 1 for a failed command, 2 for a bad config or usage, 130 when interrupted (Ctrl-C
-or SIGTERM). `--debug` (anywhere on the line) shows the full Python traceback instead.
+or SIGTERM). `--debug` (anywhere on the line) shows the full Python traceback instead; `--verbose`
+also shows the model workers' own output, which otherwise goes only to RUN/logs/.
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def _load(config: Path, kind=None):
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also after a command).")) -> None:
+def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also after a command)."),
+             verbose: bool = typer.Option(False, "--verbose", help="Show the model workers' own output (vLLM, "
+                                          "torch) as well as writing it to RUN/logs/.")) -> None:
     """Build multilingual preference datasets."""
 
 
@@ -451,11 +454,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: runs the app, and turns every failure into one paragraph."""
-    from prefsynth.executor import DEBUG_ENV, describe
+    from prefsynth.executor import DEBUG_ENV, VERBOSE_ENV, describe
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = [arg for arg in args if arg != "--debug"]
+    if "--verbose" in args:
+        os.environ[VERBOSE_ENV] = "1"  # read by the executors, which start the workers
+    args = [arg for arg in args if arg not in ("--debug", "--verbose")]
     if debug:
         os.environ[DEBUG_ENV] = "1"  # model workers print their tracebacks too
     signal.signal(signal.SIGTERM, _terminate)

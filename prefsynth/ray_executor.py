@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from prefsynth.config import RayExecutor as RayExecutorConfig
-from prefsynth.executor import (ShardSink, StageFailed, StagePlan, _shutdown, debugging, describe, pending_shards,
+from prefsynth.executor import (ShardSink, StageFailed, StagePlan, _shutdown, debugging, describe, verbose, pending_shards,
                                 read_input)
 from prefsynth.processes import guard_children
 from prefsynth.runs import RunDir
@@ -188,7 +188,8 @@ class RayExecutor:
             address = os.environ["RAY_ADDRESS"]
         found = _recorded_cluster() if self.config.address is None and address is None else None
         on_sigterm = signal.getsignal(signal.SIGTERM)
-        options = dict(runtime_env=self.config.runtime_env, log_to_driver=True, logging_level="WARNING",
+        # actors' own output (vLLM, torch) stays in Ray's session logs (`ray logs`) unless --verbose
+        options = dict(runtime_env=self.config.runtime_env, log_to_driver=verbose(), logging_level="WARNING",
                        include_dashboard=False)
         try:
             ray.init(address=found or address, **options)

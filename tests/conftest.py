@@ -1,5 +1,9 @@
+import contextlib
+import io
+import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,13 +26,38 @@ def tiny_models() -> dict[str, Path]:
     return {name: ensure_fixture(name) for name in ("tiny-chat", "tiny-reward")}
 
 
+# What the session's demo build (from Python, as a notebook would run it) left on its caller:
+# the terminal text it wrote and the logging / warnings state around it (tests/test_logs.py).
+DEMO_BUILD_CALLER: dict = {}
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory, tiny_models) -> Path:
-    """The demo pipeline as it is, built once with the local executor (read it, never change it)."""
+    """The demo pipeline as it is, built once with the local executor (read it, never change it).
+    A user's own root logging handler is installed around it, and its stderr kept."""
     from prefsynth.pipeline import Pipeline
 
     run_dir = tmp_path_factory.mktemp("demo-build") / "run"
-    Pipeline(demo_config()).run(run_dir, progress=False)
+    root, handler, stderr = logging.getLogger(), _ListHandler(), io.StringIO()
+    root.addHandler(handler)
+    before = {"handlers": list(root.handlers), "level": root.level, "filters": list(warnings.filters)}
+    try:
+        with contextlib.redirect_stderr(stderr):
+            Pipeline(demo_config()).run(run_dir, progress=True)
+        after = {"handlers": list(root.handlers), "level": root.level, "filters": list(warnings.filters)}
+        logging.getLogger("user.notebook").warning("after the build")
+    finally:
+        root.removeHandler(handler)
+    DEMO_BUILD_CALLER.update(stderr=stderr.getvalue(), before=before, after=after, handler=handler)
     return run_dir
 
 

@@ -210,6 +210,13 @@ def test_a_model_that_fails_to_load_stops_the_build_with_a_clear_error(tmp_path,
     assert "error: stage generate.tiny-chat: loading its model failed: " in result.stderr
     assert "0/1 pending shards were written" in result.stderr and "rerun the same command to resume" in result.stderr
     assert "Traceback" not in result.stderr and "rerun with --debug for the traceback" in result.stderr
+    # the engine's own lines are in the stage's log, and its last lines under the error
+    log = tmp_path / "run" / "logs" / "generate.tiny-chat.log"
+    assert f"last lines of its log ({log}):" in result.stderr
+    shown = result.stderr.split(f"last lines of its log ({log}):\n", 1)[1].splitlines()
+    assert 0 < len(shown) <= 30 and all(line.startswith("  ") for line in shown)
+    assert shown[-1].strip() in log.read_text() and result.stderr.index("error: ") < result.stderr.index(shown[0])
+    assert "INFO" not in result.stderr.split("error: ", 1)[0]  # nothing of the engine before the error
     assert (tmp_path / "run" / "prompts" / "shard-00000.parquet").exists()  # finished work kept
     debug = _cli("build", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--limit", "4", "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
