@@ -218,8 +218,13 @@ def test_a_model_that_fails_to_load_stops_the_build_with_a_clear_error(tmp_path,
     assert shown[-1].strip() in log.read_text() and result.stderr.index("error: ") < result.stderr.index(shown[0])
     assert "INFO" not in result.stderr.split("error: ", 1)[0]  # nothing of the engine before the error
     assert (tmp_path / "run" / "prompts" / "shard-00000.parquet").exists()  # finished work kept
-    debug = _cli("build", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--limit", "4", "--debug")
+    logged = log.stat().st_size
+    debug = _cli("build", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--limit", "4", "--debug", "--verbose")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+    streamed = debug.stderr.split("error: ", 1)[0] if "error: " in debug.stderr else debug.stderr
+    engine_says = "Should have a `model_type` key in its config.json"  # vLLM's own line, from the worker
+    assert engine_says in streamed  # --verbose: the worker's output on the terminal
+    assert engine_says in log.read_text()[logged:]  # and still in its log
 
 
 def test_selector_switch_is_one_line_and_list_selectors_export_lists(demo_run, tmp_path):

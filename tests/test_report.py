@@ -96,3 +96,78 @@ def test_report_writes_the_full_confusion_matrix(run_dir):
     full = pd.read_parquet(run_dir / "report" / "lid-confusion.parquet")
     assert set(full["language"]) == {"en", "hi", "ar"} and "ur" in full.columns
     assert int(full.drop(columns="language").to_numpy().sum()) == 48
+
+
+@pytest.fixture(scope="module")
+def run_101(tmp_path_factory):
+    """A synthetic run of 101 languages (benchmarks/report_scale.py's, no models), reported once."""
+    from benchmarks.report_scale import synthetic_run
+
+    run = synthetic_run(tmp_path_factory.mktemp("scale") / "run", candidates=40_000, languages=101, mean_chars=40)
+    write_report(run)
+    return run
+
+
+def test_report_at_101_languages_is_paged_and_readable(run_101, tmp_path):
+    """Every plot decodes in the browser; facets and the funnel are paged; no image is too large to
+    read on a screen and no two of its texts (tick labels, titles, legend) overlap."""
+    out = run_101 / "report"
+    layouts = json.loads((out / "plots.json").read_text())
+    assert {name for name in layouts if name.startswith("scores-")} == {"scores-1.png", "scores-2.png", "scores-3.png"}
+    assert {name for name in layouts if name.startswith("funnel-")} == {"funnel-1.png", "funnel-2.png", "funnel-3.png"}
+    for name, found in layouts.items():
+        assert found["width"] <= 2600 and found["height"] <= 2600, (name, found)
+        assert found["overlap_count"] == 0, (name, found["overlaps"])
+        assert found["texts"] > 5, name  # the layout was read from the drawn figure, not left empty
+    # every language has its panel: 36 + 36 + 29 titles besides the tick labels
+    assert sum(layouts[f"scores-{page}.png"]["texts"] for page in (1, 2, 3)) > 101
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: `make test` installs it (Debian package chromium)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    page = out / "index.html"
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f'data-rendered="{len(layouts)}"' in dom.stdout, sorted(layouts)  # every PNG decoded
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,4000", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50
+
+
+def test_report_histograms_count_every_candidate_and_pair(run_101):
+    """The report reads the run batch by batch: its per-language counts equal pandas' over all rows."""
+    from prefsynth.report.scan import confusion_counts, pair_summary, parquet_files, score_histograms
+
+    candidates = pd.read_parquet(run_101 / "filter", columns=["language", "rm_score_raw", "lid_lang"])
+    pairs = pd.read_parquet(run_101 / "dataset" / "data" / "pairs")
+    files = parquet_files(run_101 / "filter"), parquet_files(run_101 / "dataset" / "data" / "pairs")
+    histograms = score_histograms(*files, "rm_score_raw")
+    expected = candidates.groupby("language")["rm_score_raw"]
+    assert histograms.languages == sorted(expected.groups)
+    assert histograms.candidates.sum(axis=1).tolist() == expected.size().tolist()
+    assert histograms.chosen.sum(axis=1).tolist() == pairs.groupby("language").size().reindex(histograms.languages, fill_value=0).tolist()
+    np.testing.assert_allclose(histograms.mean, expected.mean().to_numpy())
+    np.testing.assert_allclose(histograms.std, expected.std(ddof=0).to_numpy())
+    first = candidates[candidates["language"] == histograms.languages[0]]["rm_score_raw"]
+    np.testing.assert_array_equal(histograms.candidates[0], np.histogram(first, bins=histograms.edges[0])[0])
+    confusion = confusion_counts(files[0])
+    pd.testing.assert_frame_equal(confusion, pd.crosstab(candidates["language"], candidates["lid_lang"]), check_names=False)
+    summary = pair_summary(files[1])
+    assert summary.count == len(pairs) and summary.margin_counts.sum() == len(pairs)
+    assert summary.chosen_longer == pytest.approx((pairs["chosen_tokens"] > pairs["rejected_tokens"]).mean())
+
+
+def test_layout_finds_overlapping_labels():
+    """The readability check is not blind: 200 tick labels on a narrow axis overlap, and it says so."""
+    from prefsynth.report.html import _figure, _png, png_layout
+
+    fig, ax = _figure(3, 2)
+    ax.bar(range(200), np.ones(200))
+    ax.set_xticks(range(200), [f"label{i}" for i in range(200)])
+    crowded = png_layout(_png(fig))
+    assert crowded["overlap_count"] > 100 and crowded["overlaps"][0][0].startswith("label")
+    fig, ax = _figure(3, 2)
+    ax.bar(range(3), np.ones(3))
+    ax.set_xticks(range(3), ["a", "b", "c"])
+    assert png_layout(_png(fig))["overlap_count"] == 0

@@ -15,95 +15,165 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from prefsynth.report.scan import (NO_LABEL, UNKNOWN_LANGUAGE, PairSummary, ScoreHistograms, confusion_counts,
+                                   pair_summary, parquet_files, score_histograms)
 from prefsynth.runs import write_text_atomic
 
 
-def _figure(width: float = 8, height: float = 4):
+FACETS_PER_ROW = 6
+FACETS_PER_PAGE = 36  # languages per image: 101 languages read as three pages, not one crowded figure
+FUNNEL_PER_PAGE = 36
+DPI = 90
+LAYOUT_KEY = "prefsynth:layout"  # PNG text chunk: the figure's size and any texts that overlap
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt
+
+
+def _figure(width: float = 8, height: float = 4):
+    return _pyplot().subplots(figsize=(width, height))
+
+
+def _drawn_texts(fig) -> list:
+    """Every text the figure draws: its own texts, each visible axes' titles, axis labels, the tick
+    labels inside its view and legend entries (a hidden or switched-off axes draws none)."""
+    texts = list(fig.texts) + [t for t in (getattr(fig, name, None) for name in ("_suptitle", "_supxlabel", "_supylabel"))
+                               if t is not None]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title]
+        if ax.axison:
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            for axis in (ax.xaxis, ax.yaxis):
+                low, high = sorted(axis.get_view_interval())
+                slack = (high - low) * 1e-9
+                texts += [label for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+                          if low - slack <= loc <= high + slack]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def layout(fig) -> dict:
+    """The drawn figure's size in pixels, how many texts it draws and which pairs of them overlap
+    (bounding boxes, less half a pixel each side): what a test can check of readability."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = _drawn_texts(fig)
+    boxes = np.array([t.get_window_extent(renderer).extents for t in texts]).reshape(-1, 4) + [0.5, 0.5, -0.5, -0.5]
+    x0, y0, x1, y1 = boxes.T
+    crossing = (x0[:, None] < x1[None]) & (x0[None] < x1[:, None]) & (y0[:, None] < y1[None]) & (y0[None] < y1[:, None])
+    first, second = np.nonzero(np.triu(crossing, 1))
+    width, height = fig.canvas.get_width_height()
+    return {"width": int(width), "height": int(height), "texts": len(texts), "overlap_count": int(len(first)),
+            "overlaps": [[texts[a].get_text(), texts[b].get_text()] for a, b in zip(first[:20], second[:20])]}
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
+    """The figure as PNG, with its `layout` in the PNG's text chunk (`png_layout` reads it back)."""
     buffer = io.BytesIO()
+    fig.set_dpi(DPI)
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={LAYOUT_KEY: json.dumps(layout(fig))})
+    _pyplot().close(fig)
     return buffer.getvalue()
 
 
-def _read(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return pd.DataFrame(columns=columns or [])
-    return pd.concat([pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True)
+def png_layout(png: bytes) -> dict:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    recorded = json.loads(image.text.get(LAYOUT_KEY, "{}"))
+    return {**recorded, "width": image.width, "height": image.height}
 
 
-def funnel(coverage: pd.DataFrame) -> bytes:
-    fig, ax = _figure()
+def _pages(count: int, size: int) -> list[list[int]]:
+    return [list(range(start, min(start + size, count))) for start in range(0, count, size)]
+
+
+def funnel(coverage: pd.DataFrame) -> list[bytes]:
+    """Horizontal bars, a group per language, FUNNEL_PER_PAGE languages to an image: the names stay
+    horizontal and readable however many languages there are."""
     stages = {"prompts": coverage["prompts_in"], "candidates": coverage["candidates"],
               "kept after language ID": coverage["candidates"] - coverage["lid_rejected"], "pairs": coverage["pairs"]}
-    x = np.arange(len(coverage))
-    for i, (label, values) in enumerate(stages.items()):
-        ax.bar(x + (i - 1.5) * 0.2, values, width=0.2, label=label)
-    ax.set_xticks(x, coverage["language"])
-    ax.set_title("Per-language funnel")
-    ax.legend()
-    return _png(fig)
+    names = coverage["language"].fillna(UNKNOWN_LANGUAGE).astype(str).to_numpy()
+    pngs = []
+    for rows in _pages(len(coverage), FUNNEL_PER_PAGE):
+        fig, ax = _figure(8, max(2.5, 0.36 * len(rows) + 1.2))
+        y = np.arange(len(rows))[::-1]
+        for i, (label, values) in enumerate(stages.items()):
+            ax.barh(y + (1.5 - i) * 0.2, values.to_numpy()[rows], height=0.2, label=label)
+        ax.set_yticks(y, names[rows], fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel("count")
+        ax.legend(fontsize=7, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)  # above the bars
+        pngs.append(_png(fig))
+    return pngs
 
 
-def score_distributions(candidates: pd.DataFrame, pairs: pd.DataFrame, score: str) -> bytes:
-    languages = sorted(candidates["language"].fillna("und").unique())
-    columns = min(4, max(1, len(languages)))
-    rows = int(np.ceil(len(languages) / columns)) or 1
-    import matplotlib.pyplot as plt
+def score_distributions(histograms: ScoreHistograms) -> list[bytes]:
+    """A panel per language, FACETS_PER_ROW to a row and FACETS_PER_PAGE to an image: the
+    candidates' histogram with mu and mu +- 2 sigma, and the chosen (green) and rejected (red)
+    answers' histograms on the same bins, scaled to the candidates' peak."""
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for ax, language in zip(axes.ravel(), languages):
-        values = candidates.loc[candidates["language"].fillna("und") == language, score].dropna().to_numpy(float)
-        if len(values):
-            ax.hist(values, bins=20, color="#9ab")
-            mu, sigma = values.mean(), values.std()
+    pngs = []
+    for rows in _pages(len(histograms.languages), FACETS_PER_PAGE):
+        columns = min(FACETS_PER_ROW, len(rows))
+        lines = -(-len(rows) // columns)
+        fig, axes = _pyplot().subplots(lines, columns, figsize=(2.6 * columns, 2.1 * lines), squeeze=False)
+        for ax, row in zip(axes.flat, rows):
+            edges, counts = histograms.edges[row], histograms.candidates[row]
+            ax.stairs(counts, edges, fill=True, color="#9ab")
+            peak = max(int(counts.max()), 1)
+            for picked, colour in ((histograms.chosen[row], "green"), (histograms.rejected[row], "red")):
+                if picked.any():
+                    ax.stairs(picked * (peak / picked.max()), edges, color=colour, linewidth=1.2)
+            mu, sigma = histograms.mean[row], histograms.std[row]
             for position, style in ((mu, "-"), (mu - 2 * sigma, "--"), (mu + 2 * sigma, "--")):
                 ax.axvline(position, color="black", linestyle=style, linewidth=1)
-        mine = pairs[pairs["language"].fillna("und") == language]
-        if "chosen_score" in mine:
-            ax.plot(mine["chosen_score"], np.zeros(len(mine)), "^", color="green", label="chosen")
-            ax.plot(mine["rejected_score"], np.zeros(len(mine)), "v", color="red", label="rejected")
-        ax.set_title(f"{language} (mu, mu±2σ)", fontsize=9)
-    for ax in axes.ravel()[len(languages):]:
-        ax.axis("off")
-    return _png(fig)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.yaxis.set_major_locator(MaxNLocator(3, integer=True))
+            ax.tick_params(labelsize=7)
+            ax.set_title(histograms.languages[row], fontsize=9)
+        for ax in list(axes.flat)[len(rows):]:
+            ax.set_visible(False)
+        pngs.append(_png(fig))
+    return pngs
 
 
-def margins(pairs: pd.DataFrame) -> bytes:
+def margins(summary: PairSummary) -> bytes:
     fig, ax = _figure(6, 3.5)
-    ax.hist(pairs["margin"].dropna(), bins=30, color="#c96")
+    ax.stairs(summary.margin_counts, summary.margin_edges, fill=True, color="#c96")
     ax.set_xlabel("chosen - rejected score")
-    ax.set_title("Margin")
+    ax.set_ylabel("pairs")
     return _png(fig)
 
 
-def length_bias(pairs: pd.DataFrame) -> bytes:
+def length_bias(summary: PairSummary) -> bytes:
+    """A seeded sample of the pairs (every pair up to SCATTER_SAMPLE); the share uses every pair."""
+    sample = summary.sample
     fig, ax = _figure(5, 5)
-    ax.scatter(pairs["rejected_tokens"], pairs["chosen_tokens"], s=12, alpha=0.7)
-    top = float(max(pairs["chosen_tokens"].max(), pairs["rejected_tokens"].max(), 1))
+    ax.scatter(sample["rejected_tokens"], sample["chosen_tokens"], s=8, alpha=0.5)
+    top = float(max(sample["chosen_tokens"].max(), sample["rejected_tokens"].max(), 1)) if len(sample) else 1.0
     ax.plot([0, top], [0, top], color="grey", linewidth=1)
     ax.set_xlabel("rejected tokens")
     ax.set_ylabel("chosen tokens")
-    share = float((pairs["chosen_tokens"] > pairs["rejected_tokens"]).mean())
-    ax.set_title(f"Length bias: chosen longer in {share:.0%} of pairs")
+    shown = f"{len(sample):,} of {summary.count:,} pairs shown" if len(sample) < summary.count else f"{summary.count:,} pairs"
+    ax.set_title(f"chosen longer in {summary.chosen_longer:.0%} of pairs ({shown})", fontsize=9)
     return _png(fig)
 
 
 def confusion_table(candidates: pd.DataFrame) -> pd.DataFrame:
-    """Prompt language x detected label, every label (the report writes it beside the HTML)."""
-    return pd.crosstab(candidates["language"].fillna("und"), candidates["lid_lang"].fillna("none"))
+    """Prompt language x detected label, every label, from a frame (`confusion_counts` reads a run)."""
+    return pd.crosstab(candidates["language"].fillna(UNKNOWN_LANGUAGE), candidates["lid_lang"].fillna(NO_LABEL))
 
 
 def fold_confusion(table: pd.DataFrame, extra_labels: int = 12) -> pd.DataFrame:
@@ -131,7 +201,6 @@ def lid_confusion(table: pd.DataFrame) -> bytes:
     fig.colorbar(image, ax=ax, fraction=0.03, label="share of the row's answers")
     ax.set_xlabel("detected language (rarer labels folded into `other`)")
     ax.set_ylabel("prompt language")
-    ax.set_title("Language-ID confusion")
     return _png(fig)
 
 
@@ -151,13 +220,19 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def image_section(out: Path, name: str, title: str, png: bytes | None, missing: str = "") -> str:
-    """A plot's section: the PNG written to out/<name>.png and embedded as a data URI."""
-    if png is None:
+def image_section(out: Path, name: str, title: str, png: bytes | list[bytes] | None, missing: str = "") -> str:
+    """A plot's section: the PNG written to out/<name>.png and embedded as a data URI; a list of
+    PNGs (pages of one plot) as out/<name>-1.png, out/<name>-2.png, ... one after the other."""
+    pngs = [png] if isinstance(png, bytes) else list(png or [])
+    if not pngs:
         return f"<h2>{html.escape(title)}</h2><p>{html.escape(missing or 'no data')}</p>"
-    (out / f"{name}.png").write_bytes(png)
-    data = base64.b64encode(png).decode()
-    return f'<h2>{html.escape(title)}</h2><img id="{html.escape(name)}" alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+    images = []
+    for page, data in enumerate(pngs, 1):
+        stem = name if len(pngs) == 1 else f"{name}-{page}"
+        (out / f"{stem}.png").write_bytes(data)
+        encoded = base64.b64encode(data).decode()
+        images.append(f'<img id="{html.escape(stem)}" alt="{html.escape(stem)}" src="data:image/png;base64,{encoded}">')
+    return f"<h2>{html.escape(title)}</h2>" + "".join(images)
 
 
 def html_page(title: str, heading: str, sections: list[str]) -> str:
@@ -174,26 +249,42 @@ def html_page(title: str, heading: str, sections: list[str]) -> str:
     )
 
 
+def write_plot_layouts(out: Path) -> Path:
+    """report/plots.json: each PNG's size, texts drawn and overlapping texts (see `layout`)."""
+    layouts = {path.name: png_layout(path.read_bytes()) for path in sorted(out.glob("*.png"))}
+    path = out / "plots.json"
+    write_text_atomic(path, json.dumps(layouts, indent=1))
+    return path
+
+
 def write_report(run_dir: str | Path) -> Path:
+    """RUN/report/index.html with its PNGs, lid-confusion.parquet and plots.json. Candidates and
+    pairs are read a few columns at a time (scan.py): memory stays bounded at any run size."""
     run = Path(run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
     coverage = pd.DataFrame(manifest.get("coverage") or [])
     score = manifest["config"]["selector"].get("score")
-    candidates = _read(run / "filter")
+    candidates = parquet_files(run / "filter")
     kind = "lists" if (run / "dataset" / "data" / "lists").is_dir() else "pairs"
-    pairs = _read(run / "dataset" / "data" / kind)
+    pairs = parquet_files(run / "dataset" / "data" / kind)
     out = run / "report"
     out.mkdir(exist_ok=True)
-    plots: list[tuple[str, str, bytes | None, str]] = [
+    for stale in out.glob("*.png"):  # a page count that shrank must not leave old pages behind
+        stale.unlink()
+    histograms = score_histograms(candidates, pairs if kind == "pairs" else [], score) if score else None
+    plots: list[tuple[str, str, bytes | list[bytes] | None, str]] = [
         ("funnel", "Prompts, candidates, kept after language ID and pairs, per language", funnel(coverage) if len(coverage) else None, ""),
-        ("scores", f"Distribution of `{score}` per language; triangles: chosen (green) and rejected (red)",
-         score_distributions(candidates, pairs, score) if score in candidates else None, ""),
+        ("scores", f"Distribution of `{score}` per language, with mu (solid) and mu ± 2σ (dashed); chosen (green) and "
+         "rejected (red) answers on the same bins, scaled to the candidates' peak", score_distributions(histograms) if histograms else None, ""),
     ]
-    if kind == "pairs" and len(pairs):
-        plots += [("margins", "Margins of the selected pairs", margins(pairs), ""),
-                  ("length", "Chosen vs rejected length", length_bias(pairs), "")]
-    if "lid_lang" in candidates:
-        full = confusion_table(candidates)
+    summary = pair_summary(pairs) if kind == "pairs" else None
+    if summary is not None and summary.count:
+        if summary.margin_counts is not None:
+            plots.append(("margins", "Margins of the selected pairs", margins(summary), ""))
+        if summary.chosen_longer is not None:
+            plots.append(("length", "Chosen vs rejected length", length_bias(summary), ""))
+    full = confusion_counts(candidates)
+    if full is not None:
         full.columns.name = None
         full.reset_index().to_parquet(out / "lid-confusion.parquet", index=False)  # every label, for analysis
         plots.append(("lid", "Prompt language vs the language detected in the answer (share of each row; every "
@@ -204,8 +295,10 @@ def write_report(run_dir: str | Path) -> Path:
     sections = [image_section(out, name, title, png, missing) for name, title, png, missing in plots]
     sections.append("<h2>Coverage</h2>" + _table(manifest.get("coverage") or []))
     sections.append("<h2>Judge agreement</h2>" + _table(manifest.get("agreement") or []))
+    write_plot_layouts(out)
+    rows = sum(pq.read_metadata(path).num_rows for path in pairs)
     pipeline = html.escape(manifest.get("pipeline", ""))
-    page = html_page(f"prefsynth report: {pipeline}", f"<h1>{pipeline}</h1><p>{len(pairs)} {kind}, selector "
+    page = html_page(f"prefsynth report: {pipeline}", f"<h1>{pipeline}</h1><p>{rows} {kind}, selector "
                      f"{html.escape(manifest['config']['selector']['method'])}, run {html.escape(str(run))}</p>", sections)
     write_text_atomic(out / "index.html", page)
     return out / "index.html"
