@@ -40,24 +40,28 @@ def run_dir(tmp_path):
     return run
 
 
+def _assert_renders(page, images: int, shot, window: str) -> None:
+    """Headless Chromium decodes all `images` of the page and the screenshot is not blank."""
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: `make test` installs it (Debian package chromium)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f'data-rendered="{images}"' in dom.stdout  # every plot decoded in the browser
+    assert "Uncaught" not in dom.stderr
+    subprocess.run([browser, *flags, f"--screenshot={shot}", f"--window-size={window}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50  # plots drawn, not a blank page
+
+
 def test_report_renders_offline_with_every_plot(run_dir, tmp_path):
     page = write_report(run_dir)
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained
     names = ["funnel", "scores", "margins", "length", "lid", "diversity"]
     assert all((page.parent / f"{name}.png").is_file() for name in names)
-    browser = shutil.which("chromium")
-    assert browser, "chromium is missing: `make test` installs it (Debian package chromium)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert f'data-rendered="{len(names)}"' in dom.stdout  # every plot decoded in the browser
-    assert "Uncaught" not in dom.stderr
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is None or len(colours) > 50  # plots drawn, not a blank page
+    _assert_renders(page, len(names), tmp_path / "shot.png", "1200,1600")
 
 
 def test_cli_report_and_missing_parts(run_dir):
@@ -121,18 +125,7 @@ def test_report_at_101_languages_is_paged_and_readable(run_101, tmp_path):
         assert found["texts"] > 5, name  # the layout was read from the drawn figure, not left empty
     # every language has its panel: 36 + 36 + 29 titles besides the tick labels
     assert sum(layouts[f"scores-{page}.png"]["texts"] for page in (1, 2, 3)) > 101
-    browser = shutil.which("chromium")
-    assert browser, "chromium is missing: `make test` installs it (Debian package chromium)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
-    page = out / "index.html"
-    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert f'data-rendered="{len(layouts)}"' in dom.stdout, sorted(layouts)  # every PNG decoded
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,4000", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is None or len(colours) > 50
+    _assert_renders(out / "index.html", len(layouts), tmp_path / "shot.png", "1200,4000")
 
 
 def test_report_histograms_count_every_candidate_and_pair(run_101):

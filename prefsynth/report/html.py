@@ -20,7 +20,7 @@ from prefsynth.report.scan import (NO_LABEL, UNKNOWN_LANGUAGE, PairSummary, Scor
 from prefsynth.runs import write_text_atomic
 
 
-FACETS_PER_ROW = 6
+FACETS_PER_ROW = 6  # small multiples per row, so many languages wrap instead of crowding one axis
 FACETS_PER_PAGE = 36  # languages per image: 101 languages read as three pages, not one crowded figure
 FUNNEL_PER_PAGE = 36
 DPI = 90

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefsynth.report.html import _png, _table, html_page, image_section
+from prefsynth.report.html import FACETS_PER_ROW, _png, _table, html_page, image_section
 from prefsynth.runs import write_text_atomic
 
-FACETS_PER_ROW = 6  # small multiples per row, so many languages wrap instead of crowding one axis
 
 
 def _per_language(rounds: list[dict], field: str) -> pd.DataFrame:
